@@ -1,0 +1,160 @@
+"""Frozen configuration dataclasses: validated on construction, round-trip through JSON, usable under `vmap`.
+
+A config class is declared with `@config(dynamic=(...))`. Fields named in `dynamic` become pytree leaves, so an
+ensemble can stack different values of them (a per-member noise level, say) and `vmap` over the stack; every other
+field is static and decides the shapes of the compiled program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from typing import Any, TypeVar
+
+import jax
+import numpy as np
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work: the message names the field, the value and what is allowed."""
+
+
+def _concrete(value: Any) -> bool:
+    """True for plain Python values; validation is skipped for tracers and stacked ensemble arrays."""
+    return isinstance(value, (bool, int, float, str, tuple, type(None)))
+
+
+def require(cfg: Any, field: str, ok: bool, allowed: str) -> None:
+    """Raise a `ConfigError` naming `cfg.field`, its value and the allowed values unless `ok`."""
+    value = getattr(cfg, field)
+    if not _concrete(value):
+        return
+    if not ok:
+        raise ConfigError(f"{type(cfg).__name__}.{field} = {value!r} is not allowed; expected {allowed}")
+
+
+def require_positive(cfg: Any, *fields: str) -> None:
+    for f in fields:
+        v = getattr(cfg, f)
+        if _concrete(v):
+            require(cfg, f, isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "a number > 0")
+
+
+def require_nonnegative(cfg: Any, *fields: str) -> None:
+    for f in fields:
+        v = getattr(cfg, f)
+        if _concrete(v):
+            require(cfg, f, isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0, "a number >= 0")
+
+
+def require_choice(cfg: Any, field: str, choices: tuple[str, ...]) -> None:
+    require(cfg, field, getattr(cfg, field) in choices, "one of " + ", ".join(repr(c) for c in choices))
+
+
+def config(cls: type[T] | None = None, *, dynamic: tuple[str, ...] = ()) -> Any:
+    """Make `cls` a frozen dataclass registered as a pytree whose leaves are the `dynamic` fields."""
+
+    def wrap(c: type[T]) -> type[T]:
+        c = dataclasses.dataclass(frozen=True)(c)
+        names = [f.name for f in dataclasses.fields(c)]
+        unknown = set(dynamic) - set(names)
+        if unknown:
+            raise TypeError(f"{c.__name__}: dynamic fields {sorted(unknown)} are not fields")
+        jax.tree_util.register_dataclass(
+            c, data_fields=list(dynamic), meta_fields=[n for n in names if n not in dynamic]
+        )
+        c.__mesalab_dynamic__ = tuple(dynamic)
+        return c
+
+    return wrap(cls) if cls is not None else wrap
+
+
+def dynamic_fields(cfg: Any) -> tuple[str, ...]:
+    return getattr(type(cfg), "__mesalab_dynamic__", ())
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config (nested configs become nested dicts, tuples become lists)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            v = to_dict(v)
+        elif isinstance(v, tuple):
+            v = list(v)
+        elif isinstance(v, (np.ndarray, jax.Array)):
+            v = np.asarray(v).tolist()
+        out[f.name] = v
+    return out
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(tp: Any, value: Any) -> Any:
+    """Turn a JSON value back into the declared field type (lists to tuples, dicts to nested configs)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        for a in args:
+            try:
+                return _coerce(a, value)
+            except (TypeError, ValueError):
+                continue
+        return value
+    if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+        return from_dict(tp, value)
+    if (origin is tuple or tp is tuple) and isinstance(value, list):
+        args = typing.get_args(tp)
+        inner = args[0] if args else Any
+        return tuple(_coerce(inner, v) if inner is not Ellipsis else v for v in value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build `cls` from a dict made by `to_dict`; unknown keys are rejected with the list of valid ones."""
+    types_ = _field_types(cls)
+    unknown = set(data) - set(types_)
+    if unknown:
+        raise ConfigError(
+            f"{cls.__name__} has no field(s) {sorted(unknown)}; valid fields: {', '.join(sorted(types_))}"
+        )
+    return cls(**{k: _coerce(types_[k], v) for k, v in data.items()})
+
+
+def to_json(cfg: Any) -> str:
+    return json.dumps({"type": type(cfg).__name__, **to_dict(cfg)}, sort_keys=True)
+
+
+def override(cfg: T, **changes: Any) -> T:
+    """`dataclasses.replace` with a clear error for unknown fields."""
+    valid = {f.name for f in dataclasses.fields(cfg)}
+    unknown = set(changes) - valid
+    if unknown:
+        raise ConfigError(
+            f"{type(cfg).__name__} has no field(s) {sorted(unknown)}; valid fields: {', '.join(sorted(valid))}"
+        )
+    return dataclasses.replace(cfg, **changes)
+
+
+def stack_configs(cfgs: list[T]) -> T:
+    """Stack a list of configs that differ only in dynamic fields into one config with array leaves."""
+    first = cfgs[0]
+    for c in cfgs[1:]:
+        for f in dataclasses.fields(first):
+            if f.name not in dynamic_fields(first) and getattr(c, f.name) != getattr(first, f.name):
+                raise ConfigError(
+                    f"ensemble members differ in static field {type(first).__name__}.{f.name} "
+                    f"({getattr(first, f.name)!r} vs {getattr(c, f.name)!r}); only "
+                    f"{', '.join(dynamic_fields(first)) or 'no fields'} may differ within one ensemble"
+                )
+    return jax.tree_util.tree_map(lambda *xs: np.asarray(xs, dtype=np.float32), *cfgs)

@@ -1,0 +1,105 @@
+"""The configuration of a transformer stack (attention-only toy models up to full pre-LN transformers)."""
+
+from __future__ import annotations
+
+from mesalab.config import ConfigError, config, require, require_choice, require_nonnegative, require_positive
+
+ATTENTION_KINDS = ("linear", "softmax")
+
+
+@config
+class TransformerConfig:
+    """A transformer stack.
+
+    d_model:       residual-stream width (the token width when there is no input embedding).
+    attention:     "linear" or "softmax", or a tuple with one kind per layer (e.g. ("softmax", "linear")).
+    causal:        each position attends only to itself and earlier positions.
+    keys_from:     "all" tokens, or "context": every token's keys and values exclude the last (query) token, as in
+                   von Oswald et al. 2023, where the query reads the context but never itself.
+    scale_scores:  where the 1/√d_head factor applies: "softmax" layers only, "all" layers or "none".
+    d_mlp:         hidden width of the MLP after each attention (0: attention-only).
+    layer_norm:    pre-LayerNorm before attention and MLP, and after the last block.
+    clip:          clip the residual stream to ±clip after every block (0: off).
+    d_in, d_out:   add a linear input embedding from d_in / an unembedding to d_out (None: identity).
+    pos_embedding: "none", "learned" (needs max_len) or "sinusoidal"; added to the embedded tokens.
+    init:          "normal" (std = init_scale) or "fan_in" (std = sqrt(init_scale / fan_in)).
+    residual_scale: multiplies each attention update (the "dampening" of an iterated layer).
+    readout_start, readout_size, readout_sign: the prediction is readout_sign · out[..., start:start+size]
+                   (von Oswald's LSA reads −(y slot of the query): start = d, size = 1, sign = −1).
+    """
+
+    d_model: int = 40
+    n_layers: int = 2
+    n_heads: int = 4
+    d_head: int = 20
+    attention: tuple[str, ...] | str = "linear"
+    causal: bool = True
+    keys_from: str = "all"
+    scale_scores: str = "softmax"
+    d_mlp: int = 0
+    mlp_activation: str = "gelu"
+    layer_norm: bool = False
+    clip: float = 0.0
+    d_in: int | None = None
+    d_out: int | None = None
+    pos_embedding: str = "none"
+    max_len: int = 0
+    init: str = "normal"
+    init_scale: float = 0.02
+    residual_scale: float = 1.0
+    readout_start: int = 0
+    readout_size: int | None = None
+    readout_sign: float = 1.0
+
+    def __post_init__(self) -> None:
+        for f in ("d_model", "n_layers", "n_heads", "d_head"):
+            v = getattr(self, f)
+            require(self, f, isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer")
+        if isinstance(self.attention, str):
+            object.__setattr__(self, "attention", (self.attention,) * self.n_layers)
+        if len(self.attention) != self.n_layers:
+            raise ConfigError(
+                f"TransformerConfig.attention has {len(self.attention)} entries but n_layers = {self.n_layers}; "
+                "give one kind for all layers or one per layer"
+            )
+        for kind in self.attention:
+            if kind not in ATTENTION_KINDS:
+                raise ConfigError(
+                    f"TransformerConfig.attention = {kind!r} is not allowed; expected one of "
+                    + ", ".join(repr(k) for k in ATTENTION_KINDS)
+                )
+        require_choice(self, "keys_from", ("all", "context"))
+        require_choice(self, "scale_scores", ("softmax", "all", "none"))
+        require(self, "d_mlp", isinstance(self.d_mlp, int) and self.d_mlp >= 0, "an integer >= 0 (0: no MLP)")
+        require_choice(self, "mlp_activation", ("gelu", "relu"))
+        require_nonnegative(self, "clip")
+        for f in ("d_in", "d_out"):
+            v = getattr(self, f)
+            require(self, f, v is None or (isinstance(v, int) and v > 0), "None or a positive integer")
+        require_choice(self, "pos_embedding", ("none", "learned", "sinusoidal"))
+        require(
+            self, "max_len", self.pos_embedding == "none" or self.max_len > 0,
+            "a positive integer (the longest sequence) when pos_embedding is not 'none'",
+        )
+        require_choice(self, "init", ("normal", "fan_in"))
+        require_positive(self, "init_scale")
+        out_width = self.d_out if self.d_out is not None else self.d_model
+        require(self, "readout_start", 0 <= self.readout_start < out_width, f"an integer in [0, {out_width})")
+        size = self.readout_size if self.readout_size is not None else out_width - self.readout_start
+        require(
+            self, "readout_size", 0 < size <= out_width - self.readout_start,
+            f"None or an integer in [1, {out_width - self.readout_start}]",
+        )
+
+    @property
+    def output_width(self) -> int:
+        return self.d_out if self.d_out is not None else self.d_model
+
+    @property
+    def prediction_slice(self) -> slice:
+        size = self.readout_size if self.readout_size is not None else self.output_width - self.readout_start
+        return slice(self.readout_start, self.readout_start + size)
+
+    @property
+    def input_width(self) -> int:
+        return self.d_in if self.d_in is not None else self.d_model

@@ -1,0 +1,157 @@
+"""A transformer stack with a named site at every intermediate (see `models.hooks`).
+
+    x ─ embed (+ positions) ─ hook_embed ─┬─ block 0 ─ … ─ block L−1 ─ [ln_final] ─ unembed ─ out
+    block l:  resid_pre ─ [ln1] ─ attn ─ attn_out ─(+)─ resid_mid ─ [ln2 ─ mlp ─ mlp_out ─(+)] ─ [clip] ─ resid_post
+
+`__call__` takes one unbatched sequence [pos, d_in]; batch with `jax.vmap` or `models.run`.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mesalab.models.attention import Attention, init_weight
+from mesalab.models.config import TransformerConfig
+from mesalab.models.hooks import SITE_AXES, Hooks, Intervention
+
+
+class MLP(eqx.Module):
+    W_in: jax.Array
+    b_in: jax.Array
+    W_out: jax.Array
+    b_out: jax.Array
+    activation: str = eqx.field(static=True)
+
+    def __init__(self, d_model: int, d_mlp: int, activation: str, init: str, init_scale: float, *, key: jax.Array):
+        k1, k2 = jax.random.split(key)
+        self.W_in = init_weight(k1, (d_model, d_mlp), d_model, init, init_scale)
+        self.b_in = jnp.zeros(d_mlp)
+        self.W_out = init_weight(k2, (d_mlp, d_model), d_mlp, init, init_scale)
+        self.b_out = jnp.zeros(d_model)
+        self.activation = activation
+
+    def __call__(self, x: jax.Array, hooks: Hooks, prefix: str) -> jax.Array:
+        pre = hooks(prefix + "hook_pre", x @ self.W_in + self.b_in)
+        act = jax.nn.gelu(pre) if self.activation == "gelu" else jax.nn.relu(pre)
+        return hooks(prefix + "hook_post", act) @ self.W_out + self.b_out
+
+
+class Block(eqx.Module):
+    attn: Attention
+    mlp: MLP | None
+    ln1: eqx.nn.LayerNorm | None
+    ln2: eqx.nn.LayerNorm | None
+    clip: float = eqx.field(static=True)
+    residual_scale: float = eqx.field(static=True)
+
+    def __init__(self, cfg: TransformerConfig, layer: int, *, key: jax.Array):
+        ka, km = jax.random.split(key)
+        kind = cfg.attention[layer]
+        scaled = cfg.scale_scores == "all" or (cfg.scale_scores == "softmax" and kind == "softmax")
+        self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.d_head, kind, cfg.causal, cfg.keys_from, scaled,
+                              cfg.init, cfg.init_scale, key=ka)
+        self.mlp = MLP(cfg.d_model, cfg.d_mlp, cfg.mlp_activation, cfg.init, cfg.init_scale, key=km) if cfg.d_mlp else None
+        self.ln1 = eqx.nn.LayerNorm(cfg.d_model) if cfg.layer_norm else None
+        self.ln2 = eqx.nn.LayerNorm(cfg.d_model) if cfg.layer_norm and cfg.d_mlp else None
+        self.clip, self.residual_scale = cfg.clip, cfg.residual_scale
+
+    def __call__(self, x: jax.Array, hooks: Hooks, prefix: str) -> jax.Array:
+        resid = hooks(prefix + "hook_resid_pre", x)
+        h = jax.vmap(self.ln1)(resid) if self.ln1 is not None else resid
+        attn_out = hooks(prefix + "hook_attn_out", self.attn(h, hooks, prefix + "attn."))
+        resid = hooks(prefix + "hook_resid_mid", resid + self.residual_scale * attn_out)
+        if self.mlp is not None:
+            h = jax.vmap(self.ln2)(resid) if self.ln2 is not None else resid
+            resid = resid + hooks(prefix + "hook_mlp_out", self.mlp(h, hooks, prefix + "mlp."))
+        if self.clip:
+            resid = jnp.clip(resid, -self.clip, self.clip)
+        return hooks(prefix + "hook_resid_post", resid)
+
+
+def sinusoidal_positions(max_len: int, d_model: int) -> np.ndarray:
+    """The fixed sine/cosine code of Vaswani et al. 2017, [max_len, d_model]."""
+    pos = np.arange(max_len)[:, None]
+    freq = np.exp(-np.log(10000.0) * (np.arange(0, d_model, 2) / d_model))
+    out = np.zeros((max_len, d_model), np.float32)
+    out[:, 0::2] = np.sin(pos * freq)
+    out[:, 1::2] = np.cos(pos * freq)[:, : d_model // 2]
+    return out
+
+
+class Transformer(eqx.Module):
+    cfg: TransformerConfig = eqx.field(static=True)
+    W_E: jax.Array | None
+    W_pos: jax.Array | None
+    blocks: tuple[Block, ...]
+    ln_final: eqx.nn.LayerNorm | None
+    W_U: jax.Array | None
+
+    def __init__(self, cfg: TransformerConfig, *, key: jax.Array):
+        ke, kp, kb, ku = jax.random.split(key, 4)
+        self.cfg = cfg
+        self.W_E = init_weight(ke, (cfg.d_in, cfg.d_model), cfg.d_in, cfg.init, cfg.init_scale) if cfg.d_in else None
+        if cfg.pos_embedding == "learned":
+            self.W_pos = init_weight(kp, (cfg.max_len, cfg.d_model), cfg.d_model, cfg.init, cfg.init_scale)
+        else:
+            self.W_pos = None
+        self.blocks = tuple(Block(cfg, i, key=k) for i, k in enumerate(jax.random.split(kb, cfg.n_layers)))
+        self.ln_final = eqx.nn.LayerNorm(cfg.d_model) if cfg.layer_norm else None
+        self.W_U = init_weight(ku, (cfg.d_model, cfg.d_out), cfg.d_model, cfg.init, cfg.init_scale) if cfg.d_out else None
+
+    # ---- sites -------------------------------------------------------------------------------------------------
+    def site_names(self) -> list[str]:
+        """Every named site of this model, in forward order."""
+        names = ["hook_embed"] + (["hook_pos_embed"] if self.cfg.pos_embedding != "none" else [])
+        for layer, block in enumerate(self.blocks):
+            for suffix in SITE_AXES:
+                if suffix in ("hook_embed", "hook_pos_embed"):
+                    continue
+                if (suffix.startswith("mlp.") or suffix == "hook_mlp_out") and block.mlp is None:
+                    continue
+                names.append(f"blocks.{layer}.{suffix}")
+        return names
+
+    # ---- forward -----------------------------------------------------------------------------------------------
+    def __call__(self, x: jax.Array, *, interventions: Mapping[str, Intervention] | None = None) -> jax.Array:
+        """x: [pos, d_in] -> output [pos, d_out]."""
+        return self.forward(x, Hooks(self.site_names(), interventions, ()))
+
+    def run_with_cache(
+        self, x: jax.Array, sites: Iterable[str] | str = "all", *,
+        interventions: Mapping[str, Intervention] | None = None,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Output and a dict of the requested sites (names or glob patterns; "all" for every site)."""
+        hooks = Hooks(self.site_names(), interventions, sites)
+        return self.forward(x, hooks), hooks.cache
+
+    def predict(self, x: jax.Array, *, interventions: Mapping[str, Intervention] | None = None) -> jax.Array:
+        """The read-out prediction [pos, readout_size] (see TransformerConfig.readout_*)."""
+        return self.readout(self(x, interventions=interventions))
+
+    def readout(self, out: jax.Array) -> jax.Array:
+        return self.cfg.readout_sign * out[..., self.cfg.prediction_slice]
+
+    def forward(self, x: jax.Array, hooks: Hooks) -> jax.Array:
+        cfg = self.cfg
+        if x.ndim != 2 or x.shape[-1] != cfg.input_width:
+            raise ValueError(
+                f"Transformer expects one sequence of shape [pos, {cfg.input_width}], got {tuple(x.shape)}; "
+                "batch with jax.vmap or mesalab.models.run"
+            )
+        h = x @ self.W_E if self.W_E is not None else x
+        h = hooks("hook_embed", h)
+        if cfg.pos_embedding != "none":
+            if cfg.max_len and x.shape[0] > cfg.max_len:
+                raise ValueError(f"sequence of length {x.shape[0]} exceeds TransformerConfig.max_len = {cfg.max_len}")
+            table = self.W_pos if self.W_pos is not None else jnp.asarray(sinusoidal_positions(x.shape[0], cfg.d_model))
+            h = h + hooks("hook_pos_embed", table[: x.shape[0]])
+        for layer, block in enumerate(self.blocks):
+            h = block(h, hooks, f"blocks.{layer}.")
+        if self.ln_final is not None:
+            h = jax.vmap(self.ln_final)(h)
+        return h @ self.W_U if self.W_U is not None else h

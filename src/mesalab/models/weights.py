@@ -1,0 +1,72 @@
+"""Per-layer, per-head weight accessors in the papers' column-vector convention, and head surgery.
+
+With a token e as a column vector, von Oswald et al. write the attention score of query token j on key token i as
+e_iᵀ W_Kᵀ W_Q e_j and the value written back as P W_V e_i. mesalab stores TransformerLens row-vector weights
+(q = e @ W_Q), so W_Q(paper) = W_Q(mesalab)ᵀ and:
+
+    qk(model, l, h) = W_Kᵀ W_Q  [d_model, d_model]   rows index key-token features, columns query-token features
+    ov(model, l, h) = P W_V     [d_model, d_model]   rows index output features, columns value-token features
+"""
+
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from mesalab.models.transformer import Transformer
+
+
+def W_Q(model: Transformer, layer: int, head: int) -> jax.Array:
+    """[d_model, d_head] (row convention: q = e @ W_Q)."""
+    return model.blocks[layer].attn.W_Q[head]
+
+
+def W_K(model: Transformer, layer: int, head: int) -> jax.Array:
+    return model.blocks[layer].attn.W_K[head]
+
+
+def W_V(model: Transformer, layer: int, head: int) -> jax.Array:
+    return model.blocks[layer].attn.W_V[head]
+
+
+def W_O(model: Transformer, layer: int, head: int) -> jax.Array:
+    """[d_head, d_model]; the papers' projection P is W_Oᵀ."""
+    return model.blocks[layer].attn.W_O[head]
+
+
+def qk(model: Transformer, layer: int, head: int) -> jax.Array:
+    """W_Kᵀ W_Q in the papers' convention: score(query j, key i) = e_iᵀ · qk · e_j."""
+    return W_K(model, layer, head) @ W_Q(model, layer, head).T
+
+
+def ov(model: Transformer, layer: int, head: int) -> jax.Array:
+    """P W_V in the papers' convention: the update written to a token is P W_V e_i (times the attention weight)."""
+    return (W_V(model, layer, head) @ W_O(model, layer, head)).T
+
+
+def all_qk(model: Transformer) -> jax.Array:
+    """[layer, head, d_model, d_model] stack of `qk`."""
+    return jnp.stack([jnp.einsum("hmd,hnd->hmn", b.attn.W_K, b.attn.W_Q) for b in model.blocks])
+
+
+def all_ov(model: Transformer) -> jax.Array:
+    """[layer, head, d_model, d_model] stack of `ov`."""
+    return jnp.stack([jnp.einsum("hmd,hdn->hnm", b.attn.W_V, b.attn.W_O) for b in model.blocks])
+
+
+def remove_head(model: Transformer, layer: int, head: int) -> Transformer:
+    """Surgery: a copy of `model` whose head writes nothing (its rows of W_O are zero)."""
+    return eqx.tree_at(lambda m: m.blocks[layer].attn.W_O, model, model.blocks[layer].attn.W_O.at[head].set(0.0))
+
+
+def set_head(model: Transformer, layer: int, head: int, *, W_Q=None, W_K=None, W_V=None, W_O=None) -> Transformer:
+    """Surgery: a copy of `model` with some of one head's matrices replaced (row convention, per-head shapes)."""
+    attn = model.blocks[layer].attn
+    for name, new in (("W_Q", W_Q), ("W_K", W_K), ("W_V", W_V), ("W_O", W_O)):
+        if new is not None:
+            old = getattr(attn, name)
+            if new.shape != old.shape[1:]:
+                raise ValueError(f"set_head: {name} must have shape {old.shape[1:]}, got {tuple(new.shape)}")
+            attn = eqx.tree_at(lambda a, n=name: getattr(a, n), attn, old.at[head].set(new))
+    return eqx.tree_at(lambda m: m.blocks[layer].attn, model, attn)

@@ -1,0 +1,26 @@
+"""Training: one compiled program trains an ensemble (jitted lax.scan over steps, vmapped over members)."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Sequence
+
+from mesalab.models.config import TransformerConfig
+from mesalab.models.transformer import Transformer
+from mesalab.train.config import TrainConfig
+from mesalab.train.engine import Member, Trainer, TrainingDiverged, TrainResult, member_of
+from mesalab.train.loss import masked_half_mse, per_position_half_mse, prediction_loss
+
+
+def train(task: Any, model: TransformerConfig, train: TrainConfig, seeds: int | Sequence = 1, **kwargs) -> TrainResult:
+    """Train an ensemble of transformers built from `model` on `task`; kwargs go to Trainer and Trainer.fit."""
+    fit_keys = {"checkpoint_dir", "resume", "progress", "eval_seed", "stop_after"}
+    fit_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in fit_keys}
+    trainer = Trainer(task, functools.partial(Transformer, model), train, **kwargs)
+    return trainer.fit(seeds, **fit_kwargs)
+
+
+__all__ = [
+    "Member", "TrainConfig", "TrainResult", "Trainer", "TrainingDiverged", "masked_half_mse", "member_of",
+    "per_position_half_mse", "prediction_loss", "train",
+]

@@ -1,0 +1,52 @@
+"""Training hyperparameters."""
+
+from __future__ import annotations
+
+from mesalab.config import config, require, require_choice, require_nonnegative, require_positive
+
+
+@config
+class TrainConfig:
+    """steps: optimizer steps; batch_size: fresh sequences per step (online data, as in every anchor paper).
+
+    optimizer:    "adam", "adamw" (decoupled weight decay) or "sgd" (optional momentum).
+    schedule:     "constant" or "warmup_cosine" (linear warm-up from 0 to lr over warmup_steps, then cosine to
+                  end_lr at `steps`; optax.warmup_cosine_decay_schedule).
+    clip_norm:    clip the global gradient norm (0: off). clip_value: clip each gradient entry to ±value (0: off;
+                  the mesa-optimization code uses optax.clip(1), which is element-wise).
+    chunk_steps:  steps per compiled `lax.scan` call; metrics, evaluation, checkpoints and the divergence check
+                  happen at chunk boundaries.
+    eval_batch_size: sequences in the fixed evaluation batch scored at every chunk boundary (0: no evaluation).
+    """
+
+    steps: int = 1000
+    batch_size: int = 256
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    end_lr: float = 0.0
+    clip_norm: float = 0.0
+    clip_value: float = 0.0
+    chunk_steps: int = 100
+    eval_batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        for f in ("steps", "batch_size", "chunk_steps"):
+            v = getattr(self, f)
+            require(self, f, isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer")
+        require_choice(self, "optimizer", ("adam", "adamw", "sgd"))
+        require_choice(self, "schedule", ("constant", "warmup_cosine"))
+        require_positive(self, "lr")
+        require(self, "b1", 0 <= self.b1 < 1, "a number in [0, 1)")
+        require(self, "b2", 0 <= self.b2 < 1, "a number in [0, 1)")
+        require(self, "momentum", 0 <= self.momentum < 1, "a number in [0, 1)")
+        require_nonnegative(self, "eps", "weight_decay", "end_lr", "clip_norm", "clip_value", "warmup_steps")
+        require(self, "warmup_steps", self.warmup_steps <= self.steps, f"an integer in [0, steps = {self.steps}]")
+        require(self, "eval_batch_size", isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 0,
+                "an integer >= 0 (0: no evaluation)")

@@ -1,0 +1,235 @@
+"""The training engine: an ensemble of E models trained by one compiled program.
+
+Each call of the compiled program runs `chunk_steps` optimizer steps inside a `lax.scan`, with data sampled inside
+the scan, vmapped over a leading ensemble axis. Members differ in seed (initial weights and data stream), and may
+differ in learning rate and in the task's dynamic fields (e.g. noise). Between chunks the host records metrics,
+evaluates on a fixed batch, checks for divergence, updates the progress bar and writes an atomic checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from mesalab.config import ConfigError, override, stack_configs, to_json
+from mesalab.models.hooks import Intervention
+from mesalab.train import checkpoint
+from mesalab.train.config import TrainConfig
+from mesalab.train.loss import prediction_loss
+from mesalab.train.optim import direction
+from mesalab.train.progress import Progress
+
+CHECKPOINT_NAME = "checkpoint.safetensors"
+LossFn = Callable[..., jax.Array]
+MetricsFn = Callable[..., Mapping[str, jax.Array]]
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss or metric became NaN or infinite; the message names the member, step and metric."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One ensemble member: its seed, and optionally its own learning rate and task-field overrides."""
+
+    seed: int
+    lr: float | None = None
+    task: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """models: the trained ensemble (array leaves have a leading member axis); history: long-format metrics
+    (step, member, seed, metric, value); step: optimizer steps done."""
+
+    models: Any
+    history: pd.DataFrame
+    step: int
+    members: tuple[Member, ...]
+    seconds: float
+
+    def member(self, i: int) -> Any:
+        """The i-th trained model, without the ensemble axis."""
+        return member_of(self.models, i)
+
+
+def member_of(stacked: Any, i: int) -> Any:
+    return jax.tree_util.tree_map(lambda a: a[i] if eqx.is_array(a) else a, stacked)
+
+
+def as_members(seeds: int | Sequence[int] | Sequence[Member]) -> tuple[Member, ...]:
+    if isinstance(seeds, int):
+        return tuple(Member(s) for s in range(seeds))
+    return tuple(m if isinstance(m, Member) else Member(int(m)) for m in seeds)
+
+
+def init_models(make_model: Callable[..., Any], members: Sequence[Member]) -> Any:
+    """Stacked models: member i is make_model(key=fold_in(PRNGKey(seed_i), 0))."""
+    keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(m.seed), 0) for m in members])
+    return eqx.filter_vmap(lambda k: make_model(key=k))(keys)
+
+
+class Trainer:
+    """Compiles and runs the ensemble training program for one (task, model, training) configuration.
+
+    make_model: called as make_model(key=...) to build one model (e.g. functools.partial(Transformer, cfg)).
+    loss_fn:    loss_fn(model, batch, interventions) -> scalar; defaults to the read-out ½·MSE under the mask.
+    metrics_fn: optional metrics_fn(model, batch, interventions) -> {name: scalar}, evaluated on the fixed
+                evaluation batch at chunk boundaries (e.g. progress measures read from a cache).
+    interventions: applied in every training step and in evaluation (e.g. an attention pattern clamped for the
+                whole of training); shared by all members.
+    """
+
+    def __init__(
+        self, task: Any, make_model: Callable[..., Any], train: TrainConfig, *,
+        loss_fn: LossFn = prediction_loss, metrics_fn: MetricsFn | None = None,
+        interventions: Mapping[str, Intervention] | None = None,
+    ):
+        self.task, self.make_model, self.cfg = task, make_model, train
+        self.loss_fn, self.metrics_fn = loss_fn, metrics_fn
+        self.interventions = dict(interventions or {})
+        self.tx = direction(train)
+        self._static = eqx.partition(eqx.filter_eval_shape(make_model, key=jax.random.PRNGKey(0)), eqx.is_array)[1]
+        self._chunks: dict[int, Callable] = {}
+        self._eval = jax.jit(jax.vmap(self._evaluate_member, in_axes=(0, 0, None)))
+
+    # ---- state -------------------------------------------------------------------------------------------------
+    def init_state(self, members: Sequence[Member]) -> dict[str, Any]:
+        models = init_models(self.make_model, members)
+        params = eqx.filter(models, eqx.is_array)
+        opt = jax.vmap(self.tx.init)(params)
+        data_keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(m.seed), 1) for m in members])
+        return {"params": params, "opt": opt, "key": data_keys}
+
+    def member_arrays(self, members: Sequence[Member]) -> tuple[jax.Array, Any]:
+        """Per-member learning rates [E] and the task config with its dynamic fields stacked to [E]."""
+        lrs = jnp.asarray([m.lr if m.lr is not None else self.cfg.lr for m in members], jnp.float32)
+        tasks = [override(self.task, **dict(m.task)) for m in members]
+        return lrs, stack_configs(tasks)
+
+    # ---- compiled programs -------------------------------------------------------------------------------------
+    def _member_chunk(self, n_steps: int):
+        static, tx, cfg, ivs = self._static, self.tx, self.cfg, self.interventions
+
+        def run(params, opt, key, lr, task):
+            def step(carry, _):
+                params, opt, key = carry
+                key, sub = jax.random.split(key)
+                batch = task.sample(sub, cfg.batch_size)
+                loss, grads = jax.value_and_grad(lambda p: self.loss_fn(eqx.combine(p, static), batch, ivs))(params)
+                updates, opt = tx.update(grads, opt, params)
+                params = jax.tree_util.tree_map(lambda p, u: p - lr * u, params, updates)
+                return (params, opt, key), loss
+
+            (params, opt, key), losses = jax.lax.scan(step, (params, opt, key), None, length=n_steps)
+            return params, opt, key, losses
+
+        return run
+
+    def chunk_program(self, n_steps: int) -> Callable:
+        if n_steps not in self._chunks:
+            self._chunks[n_steps] = jax.jit(jax.vmap(self._member_chunk(n_steps)))
+        return self._chunks[n_steps]
+
+    def _evaluate_member(self, params, task, key):
+        model = eqx.combine(params, self._static)
+        batch = task.sample(key, self.cfg.eval_batch_size)
+        out = {"test_loss": self.loss_fn(model, batch, self.interventions)}
+        if self.metrics_fn is not None:
+            out.update(self.metrics_fn(model, batch, self.interventions))
+        return out
+
+    # ---- the loop ----------------------------------------------------------------------------------------------
+    def fit(
+        self, seeds: int | Sequence[int] | Sequence[Member] = 1, *, checkpoint_dir: str | Path | None = None,
+        resume: bool = False, progress: bool = True, eval_seed: int = 12345, stop_after: int | None = None,
+    ) -> TrainResult:
+        """Train the ensemble. With `checkpoint_dir`, a checkpoint is written at every chunk boundary; with
+        `resume`, training continues from it and ends with the same numbers as an uninterrupted run.
+        `stop_after` ends early after that many steps (a chunk boundary), as if the process had been killed."""
+        members = as_members(seeds)
+        lrs, tasks = self.member_arrays(members)
+        state, step, records = self.init_state(members), 0, []
+        ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+        header = self._header(members)
+        if resume and ckpt is not None and ckpt.exists():
+            state, step, records = self._restore(ckpt, state, header)
+        eval_key = jax.random.PRNGKey(eval_seed)
+        bar = Progress(self.cfg.steps, len(members), enabled=progress, start=step)
+        t0, total = time.perf_counter(), self.cfg.steps if stop_after is None else min(stop_after, self.cfg.steps)
+        try:
+            while step < total:
+                n = min(self.cfg.chunk_steps, self.cfg.steps - step)
+                params, opt, key, losses = self.chunk_program(n)(state["params"], state["opt"], state["key"], lrs, tasks)
+                losses = np.asarray(losses)
+                new_records = [(step + n, i, members[i].seed, "train_loss", float(losses[i, -1])) for i in range(len(members))]
+                check_finite({"train_loss": losses}, members, first_step=step + 1)
+                if self.cfg.eval_batch_size:
+                    ev = {k: np.asarray(v) for k, v in self._eval(params, tasks, eval_key).items()}
+                    check_finite({k: v[:, None] for k, v in ev.items()}, members, first_step=step + n)
+                    new_records += [(step + n, i, members[i].seed, k, float(v[i])) for k, v in ev.items() for i in range(len(members))]
+                state, step = {"params": params, "opt": opt, "key": key}, step + n
+                records += new_records
+                if ckpt is not None:
+                    self._save(ckpt, state, step, records, header)
+                bar.update(step, float(np.mean(losses[:, -1])))
+        finally:
+            bar.close()
+        models = eqx.combine(state["params"], self._static)
+        history = pd.DataFrame(records, columns=["step", "member", "seed", "metric", "value"])
+        return TrainResult(models, history, step, members, time.perf_counter() - t0)
+
+    # ---- checkpoints -------------------------------------------------------------------------------------------
+    def _header(self, members: Sequence[Member]) -> dict[str, Any]:
+        model_cfg = getattr(self._static, "cfg", None)
+        return {
+            "task": json.loads(to_json(self.task)),
+            "model": json.loads(to_json(model_cfg)) if model_cfg is not None else None,
+            "train": json.loads(to_json(self.cfg)),
+            "members": [dataclasses.asdict(m) | {"task": dict(m.task)} for m in members],
+        }
+
+    def _save(self, path: Path, state: dict, step: int, records: list, header: dict) -> None:
+        hist = np.asarray([(r[0], r[1], r[2], r[4]) for r in records], np.float64).reshape(-1, 4)
+        metric_names = sorted({r[3] for r in records})
+        metric_idx = np.asarray([metric_names.index(r[3]) for r in records], np.int32)
+        tree = {"state": state, "history": hist, "history_metric": metric_idx}
+        checkpoint.save(path, tree, {**header, "step": step, "metrics": metric_names, "format": 1})
+
+    def _restore(self, path: Path, like: dict, header: dict) -> tuple[dict, int, list]:
+        stored = checkpoint.read_header(path)
+        for part in ("task", "model", "train", "members"):
+            if stored.get(part) != json.loads(json.dumps(header[part])):
+                raise checkpoint.CheckpointError(
+                    f"cannot resume from {path}: its {part} configuration differs from this run's "
+                    f"(stored {stored.get(part)}, now {header[part]})"
+                )
+        # The history's length is only known from the file, so its skeleton is taken from the stored arrays.
+        arrays = checkpoint.load_arrays(path)
+        hist, midx = arrays["['history']"], arrays["['history_metric']"]
+        tree, _ = checkpoint.load(path, {"state": like, "history": hist, "history_metric": midx})
+        records = [(int(h[0]), int(h[1]), int(h[2]), stored["metrics"][int(m)], float(h[3])) for h, m in zip(hist, midx)]
+        return tree["state"], int(stored["step"]), records
+
+
+def check_finite(metrics: Mapping[str, np.ndarray], members: Sequence[Member], first_step: int) -> None:
+    """Raise TrainingDiverged naming the first member, step and metric that is NaN or infinite.
+    metrics: name -> [E, steps] values for steps first_step, first_step + 1, …"""
+    for name, values in metrics.items():
+        bad = ~np.isfinite(values)
+        if bad.any():
+            member, offset = np.argwhere(bad)[np.argmin(np.argwhere(bad)[:, 1])]
+            raise TrainingDiverged(
+                f"training diverged: member {member} (seed {members[member].seed}) has {name} = "
+                f"{values[member, offset]} at step {first_step + offset}; the last checkpoint (if any) holds the "
+                "last finite state. Try a lower learning rate, gradient clipping, or a smaller init scale."
+            )

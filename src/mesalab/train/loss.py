@@ -1,0 +1,32 @@
+"""Losses shared by training, evaluation and the studies."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+
+from mesalab.models.hooks import Intervention
+from mesalab.models.run import predict
+from mesalab.tasks.base import Batch
+
+
+def masked_half_mse(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
+    """½‖pred − target‖² summed over output coordinates, averaged over the positions where mask = 1.
+
+    This is the loss of both anchors: von Oswald et al. 2023 use ½·(ŷ − y)² at the query, and the mesa paper
+    Σ(pred − target)² / (2·B·T) over all positions (reference/mesa.md §1.3, §2.2).
+    """
+    err = 0.5 * jnp.sum((pred - target) ** 2, axis=-1)
+    return jnp.sum(err * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+
+
+def per_position_half_mse(pred: jax.Array, target: jax.Array) -> jax.Array:
+    """[pos] ½‖pred − target‖², averaged over the batch (for per-position loss curves)."""
+    return jnp.mean(0.5 * jnp.sum((pred - target) ** 2, axis=-1), axis=0)
+
+
+def prediction_loss(model, batch: Batch, interventions: Mapping[str, Intervention] | None = None) -> jax.Array:
+    """The model's read-out against the batch targets under the loss mask."""
+    return masked_half_mse(predict(model, batch.inputs, interventions=interventions), batch.targets, batch.loss_mask)
