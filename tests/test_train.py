@@ -140,3 +140,13 @@ def test_train_dynamics_smoke(dyn_task):
     res = train(dyn_task, m, cfg, seeds=2, progress=False)
     h = res.history.query("metric == 'test_loss'")
     assert np.isfinite(h.value).all() and h[h.step == 30].value.mean() < h[h.step == 15].value.mean() * 1.05
+
+
+def test_last_position_loss_equals_the_masked_loss(reg_task, tiny_cfg):
+    from mesalab.train.loss import last_position_loss, prediction_loss
+
+    cfg = TransformerConfig(**{**tiny_cfg.__dict__, "d_in": reg_task.token_width, "d_out": 1, "causal": False,
+                               "keys_from": "context"})
+    model = Transformer(cfg, key=jax.random.PRNGKey(3))
+    batch = reg_task.sample(jax.random.PRNGKey(4), 16)
+    np.testing.assert_allclose(last_position_loss(model, batch), prediction_loss(model, batch), rtol=1e-5)

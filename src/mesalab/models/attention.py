@@ -55,15 +55,18 @@ class Attention(eqx.Module):
         self.W_O = init_weight(ko, (n_heads, d_head, d_model), n_heads * d_head, init, init_scale)
         self.kind, self.causal, self.keys_from, self.scaled = kind, causal, keys_from, scaled
 
-    def __call__(self, x: jax.Array, hooks: Hooks, prefix: str) -> jax.Array:
-        """x: [pos, d_model] -> [pos, d_model]."""
-        q = hooks(prefix + "hook_q", jnp.einsum("pm,hmd->phd", x, self.W_Q))
+    def __call__(self, x: jax.Array, hooks: Hooks, prefix: str, last_only: bool = False) -> jax.Array:
+        """x: [pos, d_model] -> [pos, d_model]; with last_only, only the last position's output [1, d_model]."""
+        queries = x[-1:] if last_only else x
+        q = hooks(prefix + "hook_q", jnp.einsum("pm,hmd->phd", queries, self.W_Q))
         k = hooks(prefix + "hook_k", jnp.einsum("pm,hmd->phd", x, self.W_K))
         v = hooks(prefix + "hook_v", jnp.einsum("pm,hmd->phd", x, self.W_V))
         scores = jnp.einsum("qhd,khd->hqk", q, k)
         if self.scaled:
             scores = scores / math.sqrt(q.shape[-1])
         mask = attention_mask(x.shape[0], self.causal, self.keys_from)
+        if last_only:
+            mask = mask[-1:]
         if self.kind == "softmax":
             scores = hooks(prefix + "hook_attn_scores", jnp.where(mask, scores, jnp.finfo(scores.dtype).min))
             pattern = jax.nn.softmax(scores, axis=-1)

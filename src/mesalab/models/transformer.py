@@ -60,10 +60,12 @@ class Block(eqx.Module):
         self.ln2 = eqx.nn.LayerNorm(cfg.d_model) if cfg.layer_norm and cfg.d_mlp else None
         self.clip, self.residual_scale = cfg.clip, cfg.residual_scale
 
-    def __call__(self, x: jax.Array, hooks: Hooks, prefix: str) -> jax.Array:
+    def __call__(self, x: jax.Array, hooks: Hooks, prefix: str, last_only: bool = False) -> jax.Array:
         resid = hooks(prefix + "hook_resid_pre", x)
         h = jax.vmap(self.ln1)(resid) if self.ln1 is not None else resid
-        attn_out = hooks(prefix + "hook_attn_out", self.attn(h, hooks, prefix + "attn."))
+        attn_out = hooks(prefix + "hook_attn_out", self.attn(h, hooks, prefix + "attn.", last_only))
+        if last_only:
+            resid = resid[-1:]
         resid = hooks(prefix + "hook_resid_mid", resid + self.residual_scale * attn_out)
         if self.mlp is not None:
             h = jax.vmap(self.ln2)(resid) if self.ln2 is not None else resid
@@ -133,10 +135,16 @@ class Transformer(eqx.Module):
         """The read-out prediction [pos, readout_size] (see TransformerConfig.readout_*)."""
         return self.readout(self(x, interventions=interventions))
 
+    def predict_last(self, x: jax.Array) -> jax.Array:
+        """The read-out at the last position only [readout_size]. The last layer then computes one query row
+        instead of all of them, which is most of the work in a 1-layer model trained on the query alone."""
+        return self.readout(self.forward(x, Hooks(self.site_names(), None, ()), last_only=True)[-1])
+
     def readout(self, out: jax.Array) -> jax.Array:
         return self.cfg.readout_sign * out[..., self.cfg.prediction_slice]
 
-    def forward(self, x: jax.Array, hooks: Hooks) -> jax.Array:
+    def forward(self, x: jax.Array, hooks: Hooks, last_only: bool = False) -> jax.Array:
+        """The forward pass; `last_only` (no interventions or cache on the last layer) returns [1, d_out]."""
         cfg = self.cfg
         if x.ndim != 2 or x.shape[-1] != cfg.input_width:
             raise ValueError(
@@ -150,8 +158,9 @@ class Transformer(eqx.Module):
                 raise ValueError(f"sequence of length {x.shape[0]} exceeds TransformerConfig.max_len = {cfg.max_len}")
             table = self.W_pos if self.W_pos is not None else jnp.asarray(sinusoidal_positions(x.shape[0], cfg.d_model))
             h = h + hooks("hook_pos_embed", table[: x.shape[0]])
+        last = len(self.blocks) - 1
         for layer, block in enumerate(self.blocks):
-            h = block(h, hooks, f"blocks.{layer}.")
+            h = block(h, hooks, f"blocks.{layer}.", last_only and layer == last)
         if self.ln_final is not None:
             h = jax.vmap(self.ln_final)(h)
         return h @ self.W_U if self.W_U is not None else h

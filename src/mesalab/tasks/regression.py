@@ -66,6 +66,11 @@ class RegressionConfig:
         return 1
 
     @property
+    def loss_positions(self) -> str:
+        """"last" when only the final (query) position is in the loss mask; lets the engine skip other rows."""
+        return "last" if self.loss_at == "query" else "masked"
+
+    @property
     def seq_len(self) -> int:
         return self.n_context + 1 if self.token_format == "constructed" else 2 * self.n_context + 1
 

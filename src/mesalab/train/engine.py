@@ -24,7 +24,7 @@ from mesalab.config import ConfigError, override, stack_configs, to_json
 from mesalab.models.hooks import Intervention
 from mesalab.train import checkpoint
 from mesalab.train.config import TrainConfig
-from mesalab.train.loss import prediction_loss
+from mesalab.train.loss import default_loss
 from mesalab.train.optim import direction
 from mesalab.train.progress import Progress
 
@@ -82,7 +82,8 @@ class Trainer:
     """Compiles and runs the ensemble training program for one (task, model, training) configuration.
 
     make_model: called as make_model(key=...) to build one model (e.g. functools.partial(Transformer, cfg)).
-    loss_fn:    loss_fn(model, batch, interventions) -> scalar; defaults to the read-out ½·MSE under the mask.
+    loss_fn:    loss_fn(model, batch, interventions) -> scalar; defaults to the read-out ½·MSE under the mask
+                (computed for the query row alone when the task trains only the last position).
     metrics_fn: optional metrics_fn(model, batch, interventions) -> {name: scalar}, evaluated on the fixed
                 evaluation batch at chunk boundaries (e.g. progress measures read from a cache).
     interventions: applied in every training step and in evaluation (e.g. an attention pattern clamped for the
@@ -91,11 +92,11 @@ class Trainer:
 
     def __init__(
         self, task: Any, make_model: Callable[..., Any], train: TrainConfig, *,
-        loss_fn: LossFn = prediction_loss, metrics_fn: MetricsFn | None = None,
+        loss_fn: LossFn | None = None, metrics_fn: MetricsFn | None = None,
         interventions: Mapping[str, Intervention] | None = None,
     ):
         self.task, self.make_model, self.cfg = task, make_model, train
-        self.loss_fn, self.metrics_fn = loss_fn, metrics_fn
+        self.loss_fn, self.metrics_fn = loss_fn or default_loss(task), metrics_fn
         self.interventions = dict(interventions or {})
         self.tx = direction(train)
         self._static = eqx.partition(eqx.filter_eval_shape(make_model, key=jax.random.PRNGKey(0)), eqx.is_array)[1]

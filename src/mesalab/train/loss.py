@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -30,3 +30,19 @@ def per_position_half_mse(pred: jax.Array, target: jax.Array) -> jax.Array:
 def prediction_loss(model, batch: Batch, interventions: Mapping[str, Intervention] | None = None) -> jax.Array:
     """The model's read-out against the batch targets under the loss mask."""
     return masked_half_mse(predict(model, batch.inputs, interventions=interventions), batch.targets, batch.loss_mask)
+
+
+def last_position_loss(model, batch: Batch, interventions: Mapping[str, Intervention] | None = None) -> jax.Array:
+    """`prediction_loss` for tasks whose loss mask holds only the last position (e.g. a regression query).
+
+    Without interventions it computes the last layer for the query row alone; the value is the same.
+    """
+    if interventions:
+        return prediction_loss(model, batch, interventions)
+    pred = jax.vmap(model.predict_last)(batch.inputs)
+    return jnp.mean(0.5 * jnp.sum((pred - batch.targets[:, -1]) ** 2, axis=-1))
+
+
+def default_loss(task) -> Callable[..., jax.Array]:
+    """The loss the engine uses unless told otherwise: the query-only form when the task trains only the query."""
+    return last_position_loss if getattr(task, "loss_positions", "masked") == "last" else prediction_loss
