@@ -150,3 +150,10 @@ def test_last_position_loss_equals_the_masked_loss(reg_task, tiny_cfg):
     model = Transformer(cfg, key=jax.random.PRNGKey(3))
     batch = reg_task.sample(jax.random.PRNGKey(4), 16)
     np.testing.assert_allclose(last_position_loss(model, batch), prediction_loss(model, batch), rtol=1e-5)
+
+
+def test_ensemble_groups_give_the_same_members(reg_task, lsa_cfg, small_train, trained):
+    grouped = Trainer(reg_task, functools.partial(Transformer, lsa_cfg),
+                      TrainConfig(**{**small_train.__dict__, "ensemble_group": 2})).fit([0, 1, 2], progress=False)
+    for x, y in zip(jax.tree_util.tree_leaves(grouped.models), jax.tree_util.tree_leaves(trained.models)):
+        np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)

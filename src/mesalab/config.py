@@ -158,3 +158,53 @@ def stack_configs(cfgs: list[T]) -> T:
                     f"{', '.join(dynamic_fields(first)) or 'no fields'} may differ within one ensemble"
                 )
     return jax.tree_util.tree_map(lambda *xs: np.asarray(xs, dtype=np.float32), *cfgs)
+
+
+def parse_value(cls: type, field: str, text: str) -> Any:
+    """Turn the text of `--set field=text` into the field's declared type, or raise a ConfigError saying what the
+    field accepts."""
+    types_ = _field_types(cls)
+    if field not in types_:
+        raise ConfigError(f"{cls.__name__} has no field {field!r}; valid keys: {', '.join(sorted(types_))}")
+    tp = types_[field]
+    options = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in (
+        typing.Union, types.UnionType) else [tp]
+    if len(options) < (len(typing.get_args(tp)) or 1) and text.lower() in ("none", "null"):
+        return None
+    for option in options:
+        try:
+            return _parse_as(option, text)
+        except (TypeError, ValueError):
+            continue
+    names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+    raise ConfigError(f"{cls.__name__}.{field} = {text!r} is not allowed; expected {names}")
+
+
+def _parse_as(tp: Any, text: str) -> Any:
+    if tp is bool:
+        if text.lower() in ("true", "1", "yes"):
+            return True
+        if text.lower() in ("false", "0", "no"):
+            return False
+        raise ValueError(text)
+    if tp is int:
+        return int(text)
+    if tp is float:
+        return float(text)
+    if tp is str:
+        return text
+    if typing.get_origin(tp) is tuple or tp is tuple:
+        inner = (typing.get_args(tp) or (str,))[0]
+        return tuple(_parse_as(inner, t) for t in text.split(",") if t)
+    raise TypeError(tp)
+
+
+def parse_assignments(cls: type, items: list[str]) -> dict[str, Any]:
+    """["lr=3e-3", "seeds=2"] -> {"lr": 0.003, "seeds": 2}, validated against the fields of `cls`."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"expected key=value, got {item!r}; valid keys: {', '.join(sorted(_field_types(cls)))}")
+        key, text = item.split("=", 1)
+        out[key.strip()] = parse_value(cls, key.strip(), text.strip())
+    return out

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable, TypeVar
 
 import equinox as eqx
 import jax
+
+T = TypeVar("T")
 
 
 class Batch(eqx.Module):
@@ -25,3 +28,21 @@ class Batch(eqx.Module):
     def __getitem__(self, idx: Any) -> "Batch":
         """Select sequences: `batch[:8]`."""
         return jax.tree_util.tree_map(lambda a: a[idx], self)
+
+
+def sampler(fn: Callable[..., T]) -> Callable[..., T]:
+    """Mark a function that draws random numbers for a task.
+
+    It draws with JAX's threefry in the non-partitionable counter layout, which is about twice as fast on CPU as the
+    partitionable default (measured: 0.89 vs 1.7 ms for 245k uniforms on 2 cores) and gives the same stream for
+    the same key every time. Sampling dominates the step of small models (benchmarks/engine.py), so this matters.
+    The non-partitionable layout only costs extra when one array is sharded across devices, which mesalab's
+    per-member sampling never does.
+    """
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> T:
+        with jax.threefry_partitionable(False):
+            return fn(*args, **kwargs)
+
+    return wrapped

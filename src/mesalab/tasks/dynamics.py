@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from mesalab.config import config, require, require_choice, require_nonnegative, require_positive
-from mesalab.tasks.base import Batch
+from mesalab.tasks.base import Batch, sampler
 
 
 @config(dynamic=("noise", "s1_half_width"))
@@ -53,6 +53,7 @@ class DynamicsConfig:
         return sample(self, key, batch_size)
 
 
+@sampler
 def sample_states(cfg: DynamicsConfig, key: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Array]:
     """Draw (W* [B, d, d], states [B, T+1, d]); all noise is drawn in one call because CPU RNG is slow per step."""
     kw, ks, kn = jax.random.split(key, 3)

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from mesalab.config import config, require, require_choice, require_nonnegative, require_positive
-from mesalab.tasks.base import Batch
+from mesalab.tasks.base import Batch, sampler
 
 
 @config(dynamic=("x_half_width", "w_scale", "noise"))
@@ -78,6 +78,7 @@ class RegressionConfig:
         return sample(self, key, batch_size)
 
 
+@sampler
 def sample_raw(cfg: RegressionConfig, key: jax.Array, batch_size: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Draw (w [B, d], x [B, N+1, d], y [B, N+1]); the last pair is the query."""
     kw, kx, kn = jax.random.split(key, 3)

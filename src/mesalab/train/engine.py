@@ -9,6 +9,7 @@ evaluates on a fixed batch, checks for divergence, updates the progress bar and 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ import pandas as pd
 from mesalab.config import ConfigError, override, stack_configs, to_json
 from mesalab.models.hooks import Intervention
 from mesalab.train import checkpoint
-from mesalab.train.config import TrainConfig
+from mesalab.train.config import TrainConfig, group_size
 from mesalab.train.loss import default_loss
 from mesalab.train.optim import direction
 from mesalab.train.progress import Progress
@@ -100,7 +101,8 @@ class Trainer:
         self.interventions = dict(interventions or {})
         self.tx = direction(train)
         self._static = eqx.partition(eqx.filter_eval_shape(make_model, key=jax.random.PRNGKey(0)), eqx.is_array)[1]
-        self._chunks: dict[int, Callable] = {}
+        self._chunks: dict[tuple[int, int], Callable] = {}
+        self._act_bytes: int | None = None
         self._eval = jax.jit(jax.vmap(self._evaluate_member, in_axes=(0, 0, None)))
 
     # ---- state -------------------------------------------------------------------------------------------------
@@ -136,10 +138,32 @@ class Trainer:
 
         return run
 
-    def chunk_program(self, n_steps: int) -> Callable:
-        if n_steps not in self._chunks:
-            self._chunks[n_steps] = jax.jit(jax.vmap(self._member_chunk(n_steps)))
-        return self._chunks[n_steps]
+    def member_activation_bytes(self) -> int:
+        """Bytes of every cached activation of one member's training batch (from shapes only, nothing runs);
+        0 for models without `run_with_cache`."""
+        if self._act_bytes is None:
+            model = eqx.filter_eval_shape(self.make_model, key=jax.random.PRNGKey(0))
+            if not hasattr(model, "run_with_cache"):
+                self._act_bytes = 0
+            else:
+                batch = jax.eval_shape(lambda k: self.task.sample(k, self.cfg.batch_size), jax.random.PRNGKey(0))
+                cache = eqx.filter_eval_shape(
+                    lambda m, x: jax.vmap(lambda s: m.run_with_cache(s, "all"))(x), model, batch.inputs)
+                self._act_bytes = sum(a.size * a.dtype.itemsize for a in jax.tree_util.tree_leaves(cache))
+        return self._act_bytes
+
+    def chunk_program(self, n_steps: int, members: int) -> Callable:
+        """The compiled program for `n_steps` steps of `members` members (vmapped in groups, see TrainConfig)."""
+        group = group_size(self.cfg, self.member_activation_bytes(), members)
+        if (n_steps, group) not in self._chunks:
+            one = self._member_chunk(n_steps)
+            if group >= members:
+                program = jax.vmap(one)
+            else:
+                def program(*per_member):  # groups of `group` members vmapped, groups run one after another
+                    return jax.lax.map(lambda xs: one(*xs), per_member, batch_size=group)
+            self._chunks[(n_steps, group)] = jax.jit(program)
+        return self._chunks[(n_steps, group)]
 
     def _evaluate_member(self, params, task, key):
         model = eqx.combine(params, self._static)
@@ -170,7 +194,7 @@ class Trainer:
         try:
             while step < total:
                 n = min(self.cfg.chunk_steps, self.cfg.steps - step)
-                params, opt, key, losses = self.chunk_program(n)(state["params"], state["opt"], state["key"], lrs, tasks)
+                params, opt, key, losses = self.chunk_program(n, len(members))(state["params"], state["opt"], state["key"], lrs, tasks)
                 losses = np.asarray(losses)
                 new_records = [(step + n, i, members[i].seed, "train_loss", float(losses[i, -1])) for i in range(len(members))]
                 check_finite({"train_loss": losses}, members, first_step=step + 1)
@@ -234,3 +258,30 @@ def check_finite(metrics: Mapping[str, np.ndarray], members: Sequence[Member], f
                 f"{values[member, offset]} at step {first_step + offset}; the last checkpoint (if any) holds the "
                 "last finite state. Try a lower learning rate, gradient clipping, or a smaller init scale."
             )
+
+
+def load_models(checkpoint_dir: str | Path) -> Any:
+    """The trained ensemble stored in a training checkpoint (leading member axis), rebuilt from its JSON header.
+
+    Only Transformer models built from a TransformerConfig can be rebuilt this way; nothing in the file runs.
+    """
+    from mesalab.config import from_dict
+    from mesalab.models.config import TransformerConfig
+    from mesalab.models.transformer import Transformer
+
+    path = Path(checkpoint_dir) / CHECKPOINT_NAME
+    header = checkpoint.read_header(path)
+    model_cfg = {k: v for k, v in header["model"].items() if k != "type"}
+    make = functools.partial(Transformer, from_dict(TransformerConfig, model_cfg))
+    members = [Member(int(m["seed"])) for m in header["members"]]
+    skeleton = eqx.filter(eqx.filter_eval_shape(init_models, make, members), eqx.is_array)
+    arrays = checkpoint.load_arrays(path)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(skeleton)
+    leaves = []
+    for p, ref in flat:
+        name = "['state']['params']" + jax.tree_util.keystr(p)
+        if name not in arrays:
+            raise checkpoint.CheckpointError(f"checkpoint {path} has no array {name}")
+        leaves.append(jnp.asarray(arrays[name], dtype=ref.dtype))
+    static = eqx.partition(eqx.filter_eval_shape(make, key=jax.random.PRNGKey(0)), eqx.is_array)[1]
+    return eqx.combine(jax.tree_util.tree_unflatten(treedef, leaves), static)

@@ -1,0 +1,136 @@
+"""Run directories on disk: `runs/<study>-<timestamp>/` with config.json, metrics.parquet, checkpoints/,
+figures/*.png, results.json, claims.json, environment.json and report.html. Every write is atomic (write to a
+temporary file in the same folder, then rename), so a run killed mid-write never leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from mesalab.config import from_dict, to_dict
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call write(tmp) on a temporary path beside `path`, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(data, indent=2, sort_keys=True, default=_jsonable)))
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda p: p.write_text(text))
+
+
+def write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    atomic_write(path, lambda p: frame.to_parquet(p, index=False))
+
+
+def _jsonable(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return to_dict(obj)
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")
+
+
+def new_run_dir(study: str, out: Path | None) -> Path:
+    """`out` itself when given, else runs/<study>-<UTC timestamp>."""
+    if out is not None:
+        return Path(out)
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{study}-{stamp}"
+
+
+def environment() -> dict[str, Any]:
+    """Software versions and the device a run used."""
+    import jax
+
+    versions = {}
+    for pkg in ("mesalab", "jax", "jaxlib", "equinox", "optax", "numpy", "pandas", "matplotlib"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    dev = jax.devices()[0]
+    return {
+        "versions": versions,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "device": f"{dev.platform}: {getattr(dev, 'device_kind', '')}".strip(),
+        "device_count": jax.device_count(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+@dataclasses.dataclass
+class Run:
+    """A run read back from disk."""
+
+    path: Path
+    meta: dict[str, Any]
+    config: Any
+    metrics: pd.DataFrame
+    results: dict[str, Any]
+    claims: list[dict[str, Any]]
+    environment: dict[str, Any]
+
+    def models(self, part: str):
+        """The trained ensemble of one part of the run (leading member axis), rebuilt from its checkpoint."""
+        from mesalab.train.engine import load_models
+
+        return load_models(self.path / "checkpoints" / part)
+
+
+def _read_json(path: Path, default: Any) -> Any:
+    return json.loads(path.read_text()) if path.exists() else default
+
+
+def load_run(path: str | Path) -> Run:
+    """Read a run directory: its config (as the study's config class), metrics, results and claims."""
+    from mesalab.studies import get_study
+
+    path = Path(path)
+    if not (path / "run.json").exists():
+        raise FileNotFoundError(f"{path} is not a mesalab run (no run.json)")
+    meta = _read_json(path / "run.json", {})
+    study = get_study(meta["study"])
+    config = from_dict(study.Config, _read_json(path / "config.json", {}))
+    metrics = pd.read_parquet(path / "metrics.parquet") if (path / "metrics.parquet").exists() else pd.DataFrame()
+    return Run(path, meta, config, metrics, _read_json(path / "results.json", {}),
+               _read_json(path / "claims.json", {}).get("claims", []), _read_json(path / "environment.json", {}))
+
+
+def list_runs(root: str | Path = "runs") -> pd.DataFrame:
+    """One row per run under `root`: study, scale, date, claims passed / total, wall time."""
+    rows = []
+    for meta_path in sorted(Path(root).glob("*/run.json")):
+        meta = json.loads(meta_path.read_text())
+        claims = _read_json(meta_path.parent / "claims.json", {}).get("claims", [])
+        rows.append({
+            "run": meta_path.parent.name, "study": meta.get("study"), "scale": meta.get("scale"),
+            "started": meta.get("started"), "status": meta.get("status"),
+            "passed": sum(c["verdict"] == "PASS" for c in claims), "claims": len(claims),
+            "seconds": meta.get("seconds"),
+        })
+    return pd.DataFrame(rows, columns=["run", "study", "scale", "started", "status", "passed", "claims", "seconds"])
