@@ -1,13 +1,18 @@
-"""The `mesalab` command."""
+"""The `mesalab` command: list, run, runs, report, sweep."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from mesalab import jax_setup  # noqa: F401  (persistent compilation cache, before any compile)
-from mesalab.studies import DEFAULT_STUDY, STUDIES
+from mesalab.config import ConfigError
+from mesalab.studies import DEFAULT_STUDY, STUDIES, UnknownStudyError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Mechanistic studies of in-context learning.")
 
@@ -17,34 +22,124 @@ def console() -> Console:
     return Console()
 
 
+def fail(message: str) -> None:
+    """A one-line error and exit code 2, instead of a traceback."""
+    console().print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
 @app.command("list")
 def list_studies() -> None:
-    """List the studies with a one-line summary."""
+    """List the studies with a one-line summary and the source paper."""
+    table = Table(show_header=True)
+    for col in ("study", "summary", "source"):
+        table.add_column(col, overflow="fold")
     for name, mod in STUDIES.items():
-        console().print(f"[bold]{name}[/bold]  {mod.SUMMARY}")
+        table.add_row(name, mod.SUMMARY, mod.SOURCE)
+    console().print(table)
+
+
+def print_claims(run_dir: Path) -> list[dict]:
+    data = json.loads((run_dir / "claims.json").read_text())
+    meta = json.loads((run_dir / "run.json").read_text())
+    table = Table(title=f"{data['study']} ({data['scale']}, {meta.get('seconds', 0):.1f} s) → {run_dir}")
+    for col in ("claim", "paper", "measured", "threshold", "verdict"):
+        table.add_column(col, overflow="fold")
+    from mesalab.studies.protocol import Claim
+
+    for c in data["claims"]:
+        claim = Claim(**c)
+        style = {"PASS": "green", "FAIL": "red"}.get(claim.verdict, "dim")
+        table.add_row(claim.claim, claim.paper, claim.measured_text, claim.threshold, f"[{style}]{claim.verdict}")
+    console().print(table)
+    return data["claims"]
 
 
 @app.command()
 def run(
     study: str = typer.Argument(DEFAULT_STUDY, help="study name (see `mesalab list`)"),
-    scale: str = typer.Option("cpu", help="smoke | cpu | paper"),
+    scale: str = typer.Option("cpu", help="smoke (seconds) | cpu (minutes on a laptop) | paper (a GPU is advised)"),
     seeds: int = typer.Option(0, help="number of seeds (0: the preset's)"),
+    out: Optional[Path] = typer.Option(None, help="run directory (default runs/<study>-<timestamp>)"),
+    set_: list[str] = typer.Option([], "--set", help="override a config field, key=value (repeatable)"),
+    resume: bool = typer.Option(False, help="continue the run in --out from its checkpoints"),
     strict: bool = typer.Option(False, help="exit 1 if a claim fails"),
+    progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
-    """Run a study and print its claims table."""
-    if study not in STUDIES:
-        raise typer.BadParameter(f"unknown study {study!r}; known studies: {', '.join(STUDIES)}", param_hint="STUDY")
-    mod = STUDIES[study]
-    if scale not in mod.PRESETS:
-        raise typer.BadParameter(f"unknown scale {scale!r}; choose one of {', '.join(mod.PRESETS)}", param_hint="--scale")
-    result = mod.run(scale=scale, seeds=seeds or None)
-    table = Table(title=f"{study} ({scale}, {result.seconds:.1f} s of training)")
-    for col in ("claim", "paper", "measured", "threshold", "verdict"):
-        table.add_column(col, overflow="fold")
-    rows = result.rows()
-    for row in rows:
-        style = "green" if row["verdict"] == "PASS" else "red"
-        table.add_row(*(row[c] for c in ("claim", "paper", "measured", "threshold")), f"[{style}]{row['verdict']}")
-    console().print(table)
-    if strict and any(r["verdict"] != "PASS" for r in rows):
+    """Run a study: train, measure, judge its claims, draw figures, write the report, print the claims table."""
+    from mesalab.studies.runner import run_study
+
+    try:
+        run_dir = run_study(study, scale, sets=set_, seeds=seeds or None, out=out, resume=resume, progress=progress)
+    except (ConfigError, UnknownStudyError, FileExistsError, FileNotFoundError) as e:
+        fail(str(e))
+    claims = print_claims(run_dir)
+    console().print(f"report: {run_dir / 'report.html'}")
+    if strict and any(c["verdict"] == "FAIL" for c in claims):
         raise typer.Exit(1)
+
+
+@app.command()
+def runs(root: Path = typer.Argument(Path("runs"), help="folder holding run directories")) -> None:
+    """A table of past runs: study, scale, date, claims passed / total, wall time."""
+    from mesalab.store import list_runs
+
+    frame = list_runs(root)
+    if frame.empty:
+        console().print(f"no runs under {root}")
+        return
+    table = Table()
+    for col in ("run", "study", "scale", "started", "status", "passed / claims", "seconds"):
+        table.add_column(col)
+    for r in frame.itertuples():
+        secs = f"{r.seconds:.1f}" if r.seconds == r.seconds and r.seconds is not None else "–"
+        table.add_row(r.run, r.study, r.scale, r.started, r.status, f"{r.passed} / {r.claims}", secs)
+    console().print(table)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="a run directory")) -> None:
+    """(Re)build the HTML report of a run."""
+    from mesalab import report as report_mod
+
+    if not (run_dir / "run.json").exists():
+        fail(f"{run_dir} is not a mesalab run (no run.json)")
+    console().print(f"wrote {report_mod.build(run_dir)}")
+
+
+@app.command()
+def sweep(
+    study: str = typer.Argument(..., help="study name (see `mesalab list`)"),
+    grid: list[str] = typer.Option(..., "--grid", help="key=v1,v2,… (repeatable; the grid is their product)"),
+    scale: str = typer.Option("cpu", help="preset the grid starts from"),
+    seeds: int = typer.Option(0, help="seeds per grid point (0: the preset's)"),
+    set_: list[str] = typer.Option([], "--set", help="override a config field for every point, key=value"),
+    out: Optional[Path] = typer.Option(None, help="sweep directory (default runs/sweep-<study>-<timestamp>)"),
+    ray: Optional[str] = typer.Option(None, help="run each ensemble as a Ray task: 'local' or a cluster address"),
+) -> None:
+    """Train a grid of configs × seeds; points that share a compiled program train as one ensemble. Run it again
+    with the same --out to finish a sweep that was stopped: finished ensembles are not trained again."""
+    from mesalab import store
+    from mesalab.sweep import run_sweep
+
+    out = out or store.new_run_dir(f"sweep-{study}", None)
+    con = console()
+
+    def report_unit(unit, trained: bool) -> None:
+        what = "trained" if trained else "already done"
+        con.print(f"  {what}: {len(unit.points)} point(s) {list(unit.points)}", highlight=False)
+
+    try:
+        table = run_sweep(study, scale, grid, seeds=seeds or None, sets=set_, out=out, ray_address=ray,
+                          on_unit=report_unit)
+    except (ConfigError, UnknownStudyError) as e:
+        fail(str(e))
+    final = table[table.step == table.step.max()]
+    keys = [g.split("=", 1)[0].strip() for g in grid]
+    summary = final.groupby(keys + ["metric"]).value.agg(["mean", "std"]).reset_index()
+    out_table = Table(title=f"{study} sweep, final step → {out / 'sweep.parquet'}")
+    for col in summary.columns:
+        out_table.add_column(str(col))
+    for row in summary.itertuples(index=False):
+        out_table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    con.print(out_table)

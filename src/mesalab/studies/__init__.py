@@ -1,8 +1,24 @@
-"""One file per finding. Each study has presets per scale and a run() that trains, measures and reports."""
+"""One file per finding. Each study has presets per scale, run(), claims() and figures() (see protocol.py)."""
+
+from __future__ import annotations
+
+from types import ModuleType
 
 from mesalab.studies import gd_equivalence
 
-STUDIES = {gd_equivalence.NAME: gd_equivalence}
+STUDIES: dict[str, ModuleType] = {gd_equivalence.NAME: gd_equivalence}
 DEFAULT_STUDY = gd_equivalence.NAME
 
-__all__ = ["DEFAULT_STUDY", "STUDIES"]
+
+class UnknownStudyError(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def get_study(name: str) -> ModuleType:
+    if name not in STUDIES:
+        raise UnknownStudyError(f"unknown study {name!r}; known studies: {', '.join(STUDIES)}")
+    return STUDIES[name]
+
+
+__all__ = ["DEFAULT_STUDY", "STUDIES", "UnknownStudyError", "get_study"]

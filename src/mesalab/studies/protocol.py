@@ -30,7 +30,8 @@ class Claim:
 
     claim: the statement checked; source: where the paper makes it; paper: its number or statement;
     measured: mean over seeds (None when not run); spread: standard deviation over seeds; threshold: the pass
-    rule in words; verdict: PASS, FAIL or NOT RUN; detail: per-seed values or why it was not run.
+    rule in words; verdict: PASS, FAIL or NOT RUN; detail: per-seed values or why it was not run;
+    unit: "" or "%" (measured and spread are fractions shown as percentages).
     """
 
     claim: str
@@ -41,6 +42,7 @@ class Claim:
     threshold: str
     verdict: str
     detail: str = ""
+    unit: str = ""
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -57,16 +59,19 @@ class Claim:
     def measured_text(self) -> str:
         if self.measured is None:
             return "–"
+        if self.unit == "%":
+            spread = f" ± {100 * self.spread:.2g}" if self.spread is not None else ""
+            return f"{100 * self.measured:+.2f}{spread} %"
         spread = f" ± {self.spread:.3g}" if self.spread is not None else ""
         return f"{self.measured:.4g}{spread}"
 
 
 def measured_claim(claim: str, source: str, paper: str, values: Sequence[float], threshold: str, passed: bool,
-                   detail: str = "") -> Claim:
+                   detail: str = "", unit: str = "") -> Claim:
     """A claim measured over seeds: mean ± std of `values`, verdict from `passed`."""
     v = np.asarray(values, float)
     return Claim(claim, source, paper, float(v.mean()), float(v.std()) if v.size > 1 else None, threshold,
-                 "PASS" if passed else "FAIL", detail or ", ".join(f"{x:.4g}" for x in v))
+                 "PASS" if passed else "FAIL", detail or ", ".join(f"{x:.4g}" for x in v), unit)
 
 
 def not_run(claim: str, source: str, paper: str, threshold: str, why: str) -> Claim:
@@ -108,3 +113,12 @@ class RunContext:
         if not self.metrics:
             return pd.DataFrame(columns=["step", "member", "seed", "metric", "value", "part"])
         return pd.concat(self.metrics, ignore_index=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """A training set-up: what `mesalab sweep` runs for each grid point."""
+
+    task: Any
+    model: Any
+    train: Any

@@ -34,6 +34,11 @@ LossFn = Callable[..., jax.Array]
 MetricsFn = Callable[..., Mapping[str, jax.Array]]
 
 
+def is_array_or_shape(x: Any) -> bool:
+    """Array leaves, including the shape-only leaves that eqx.filter_eval_shape returns."""
+    return eqx.is_array(x) or isinstance(x, jax.ShapeDtypeStruct)
+
+
 class TrainingDiverged(RuntimeError):
     """A loss or metric became NaN or infinite; the message names the member, step and metric."""
 
@@ -100,7 +105,7 @@ class Trainer:
         self.loss_fn, self.metrics_fn = loss_fn or default_loss(task), metrics_fn
         self.interventions = dict(interventions or {})
         self.tx = direction(train)
-        self._static = eqx.partition(eqx.filter_eval_shape(make_model, key=jax.random.PRNGKey(0)), eqx.is_array)[1]
+        self._static = eqx.partition(eqx.filter_eval_shape(make_model, key=jax.random.PRNGKey(0)), is_array_or_shape)[1]
         self._chunks: dict[tuple[int, int], Callable] = {}
         self._act_bytes: int | None = None
         self._eval = jax.jit(jax.vmap(self._evaluate_member, in_axes=(0, 0, None)))
@@ -274,7 +279,7 @@ def load_models(checkpoint_dir: str | Path) -> Any:
     model_cfg = {k: v for k, v in header["model"].items() if k != "type"}
     make = functools.partial(Transformer, from_dict(TransformerConfig, model_cfg))
     members = [Member(int(m["seed"])) for m in header["members"]]
-    skeleton = eqx.filter(eqx.filter_eval_shape(init_models, make, members), eqx.is_array)
+    skeleton = eqx.filter(eqx.filter_eval_shape(init_models, make, members), is_array_or_shape)
     arrays = checkpoint.load_arrays(path)
     flat, treedef = jax.tree_util.tree_flatten_with_path(skeleton)
     leaves = []
@@ -283,5 +288,5 @@ def load_models(checkpoint_dir: str | Path) -> Any:
         if name not in arrays:
             raise checkpoint.CheckpointError(f"checkpoint {path} has no array {name}")
         leaves.append(jnp.asarray(arrays[name], dtype=ref.dtype))
-    static = eqx.partition(eqx.filter_eval_shape(make, key=jax.random.PRNGKey(0)), eqx.is_array)[1]
+    static = eqx.partition(eqx.filter_eval_shape(make, key=jax.random.PRNGKey(0)), is_array_or_shape)[1]
     return eqx.combine(jax.tree_util.tree_unflatten(treedef, leaves), static)

@@ -1,0 +1,70 @@
+"""Run a study end to end and write its run directory (see mesalab.store for the layout)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from mesalab import report, store
+from mesalab.config import ConfigError, override, parse_assignments, to_dict
+from mesalab.studies import get_study
+from mesalab.studies.protocol import RunContext
+
+
+def study_config(name: str, scale: str, sets: list[str] | None = None, seeds: int | None = None) -> Any:
+    """The preset of `scale` with `--set key=value` overrides (and a seed count) applied and validated."""
+    study = get_study(name)
+    if scale not in study.PRESETS:
+        raise ConfigError(f"unknown scale {scale!r} for {name}; choose one of {', '.join(study.PRESETS)}")
+    changes = parse_assignments(study.Config, sets or [])
+    if seeds:
+        changes["seeds"] = seeds
+    return override(study.PRESETS[scale], **changes)
+
+
+def run_study(name: str, scale: str = "cpu", *, sets: list[str] | None = None, seeds: int | None = None,
+              out: str | Path | None = None, resume: bool = False, progress: bool = True) -> Path:
+    """Train, measure, judge the claims, draw the figures and build the report; returns the run directory.
+
+    With `resume`, `out` must be an earlier run of the same study and config: training continues from its
+    checkpoints and ends with the numbers an uninterrupted run would have given."""
+    study = get_study(name)
+    cfg = study_config(name, scale, sets, seeds)
+    run_dir = store.new_run_dir(name, Path(out) if out is not None else None)
+    if resume:
+        check_resumable(run_dir, name, cfg)
+    elif (run_dir / "run.json").exists():
+        raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    meta = {"study": name, "scale": scale, "started": started, "status": "running", "source": study.SOURCE}
+    store.write_json(run_dir / "run.json", meta)
+    store.write_json(run_dir / "config.json", to_dict(cfg))
+    store.write_json(run_dir / "environment.json", store.environment())
+
+    ctx = RunContext(run_dir, progress=progress, resume=resume)
+    t0 = time.perf_counter()
+    results = study.run(cfg, ctx)
+    seconds = time.perf_counter() - t0
+    store.write_parquet(run_dir / "metrics.parquet", ctx.metrics_frame())
+    store.write_json(run_dir / "results.json", results)
+    claims = [c.to_dict() for c in study.claims(cfg, results)]
+    store.write_json(run_dir / "claims.json", {"study": name, "scale": scale, "claims": claims})
+    figs = [f.__dict__ for f in study.figures(cfg, results, ctx)]
+    store.write_json(run_dir / "figures.json", figs)
+    store.write_json(run_dir / "run.json", {**meta, "status": "done", "seconds": seconds})
+    report.build(run_dir)
+    return run_dir
+
+
+def check_resumable(run_dir: Path, name: str, cfg: Any) -> None:
+    meta_path = run_dir / "run.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"--resume needs an earlier run in --out; {run_dir} has no run.json")
+    meta = json.loads(meta_path.read_text())
+    stored = json.loads((run_dir / "config.json").read_text())
+    if meta.get("study") != name or stored != json.loads(json.dumps(to_dict(cfg))):
+        raise ConfigError(f"cannot resume {run_dir}: it ran {meta.get('study')} with config {stored}, "
+                          f"not {name} with {to_dict(cfg)}")

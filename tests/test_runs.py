@@ -1,0 +1,147 @@
+"""The run store, claims, figures, report and CLI around one shared smoke run of the default study."""
+
+import json
+import shutil
+import subprocess
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from mesalab import load_run
+from mesalab.cli import app
+from mesalab.config import ConfigError
+from mesalab.studies.protocol import VERDICTS
+from mesalab.studies.runner import run_study, study_config
+
+runner = CliRunner(env={"COLUMNS": "300"})
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "gd"
+    res = runner.invoke(app, ["run", "gd-equivalence", "--scale", "smoke", "--out", str(out), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    return out, res.output
+
+
+def test_run_writes_every_artefact(smoke_run):
+    out, output = smoke_run
+    for name in ("run.json", "config.json", "environment.json", "metrics.parquet", "results.json", "claims.json",
+                 "figures.json", "report.html", "figures/loss.png", "checkpoints/lsa/checkpoint.safetensors"):
+        assert (out / name).exists(), name
+    assert "within 2% of optimal one-step GD" in output and "report:" in output
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "done" and meta["seconds"] > 0 and meta["scale"] == "smoke"
+    env = json.loads((out / "environment.json").read_text())
+    assert env["versions"]["jax"] and env["device"].startswith("cpu")
+
+
+def test_claims_json_schema(smoke_run):
+    data = json.loads((smoke_run[0] / "claims.json").read_text())
+    assert data["study"] == "gd-equivalence" and data["claims"]
+    for c in data["claims"]:
+        assert set(c) == {"claim", "source", "paper", "measured", "spread", "threshold", "verdict", "detail", "unit"}
+        assert c["verdict"] in VERDICTS
+        if c["verdict"] == "NOT RUN":
+            assert c["measured"] is None and c["detail"]
+        else:
+            assert isinstance(c["measured"], float)
+
+
+def test_load_run_reads_config_metrics_and_models(smoke_run):
+    run = load_run(smoke_run[0])
+    assert run.config.steps == 200 and run.config.seeds == 2
+    assert set(run.metrics.columns) >= {"step", "member", "seed", "metric", "value", "part"}
+    assert run.metrics.query("metric == 'test_loss'").step.max() == 200
+    models = run.models("lsa")
+    assert models.blocks[0].attn.W_Q.shape == (2, 1, 11, 11)
+    assert run.results["trained_loss"] and len(run.results["trained_loss"]) == 2
+
+
+def test_report_is_self_contained_with_claims_first(smoke_run):
+    html = (smoke_run[0] / "report.html").read_text()
+    assert html.index("claims-table") < html.index('id="figures"') < html.index('id="config"')
+    assert "data:image/png;base64," in html and 'src="http' not in html
+    (smoke_run[0] / "report.html").unlink()
+    res = runner.invoke(app, ["report", str(smoke_run[0])])
+    assert res.exit_code == 0 and (smoke_run[0] / "report.html").exists()
+
+
+def test_report_renders_in_headless_chromium(smoke_run, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("Chromium is not installed (Debian: apt-get install chromium); .ci/run installs it")
+    report = smoke_run[0] / "report.html"
+    args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+    dom = subprocess.run(args + ["--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert "<table" in dom and "within 2% of optimal one-step GD" in dom
+    shot = tmp_path / "report.png"
+    subprocess.run(args + [f"--screenshot={shot}", "--window-size=1200,1600", report.as_uri()],
+                   capture_output=True, timeout=120)
+    from PIL import Image
+
+    img = Image.open(shot).convert("L")
+    assert img.size == (1200, 1600)
+    lo, hi = img.getextrema()
+    assert hi - lo > 100  # something was drawn, not a blank page
+    assert '<img alt="Test loss during training" src="data:image/png;base64,' in dom
+
+
+def test_runs_lists_past_runs(smoke_run):
+    res = runner.invoke(app, ["runs", str(smoke_run[0].parent)])
+    assert res.exit_code == 0 and "gd-equivalence" in res.output and "smoke" in res.output
+
+
+def test_set_overrides_are_validated():
+    cfg = study_config("gd-equivalence", "smoke", ["lr=3e-3", "steps=50"])
+    assert cfg.lr == 3e-3 and cfg.steps == 50
+    with pytest.raises(ConfigError, match="has no field 'lrr'; valid keys: .*lr"):
+        study_config("gd-equivalence", "smoke", ["lrr=1"])
+    with pytest.raises(ConfigError, match=r"Config.steps = 'many' is not allowed; expected int"):
+        study_config("gd-equivalence", "smoke", ["steps=many"])
+    with pytest.raises(ConfigError, match=r"Config.seeds = -2 is not allowed"):
+        study_config("gd-equivalence", "smoke", ["seeds=-2"])
+
+
+def test_cli_errors_are_one_line():
+    res = runner.invoke(app, ["run", "gd-equivalance", "--scale", "smoke"])
+    assert res.exit_code == 2 and "known studies: gd-equivalence" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["run", "gd-equivalence", "--scale", "huge"])
+    assert res.exit_code == 2 and "smoke, cpu, paper" in res.output
+    res = runner.invoke(app, ["run", "gd-equivalence", "--scale", "smoke", "--set", "x_half_width=-1"])
+    assert res.exit_code == 2 and "x_half_width = -1.0 is not allowed" in res.output
+
+
+def test_list_shows_summary_and_source():
+    res = runner.invoke(app, ["list"])
+    assert res.exit_code == 0 and "gd-equivalence" in res.output and "von Oswald" in res.output
+
+
+def test_resume_continues_a_killed_run(tmp_path):
+    """A run whose training was cut short resumes from its checkpoint and ends with the uninterrupted numbers."""
+    sets = ["steps=40", "chunk_steps=20", "batch_size=64", "n_validation=256", "eval_batch_size=128"]
+    full = run_study("gd-equivalence", "smoke", sets=sets, out=tmp_path / "full", progress=False)
+    from mesalab.studies import gd_equivalence as s1
+    from mesalab.studies.runner import study_config as sc
+    from mesalab.studies.protocol import RunContext
+    from mesalab.train import Trainer
+    from mesalab.models import Transformer
+    import functools
+
+    cut = tmp_path / "cut"
+    cfg = sc("gd-equivalence", "smoke", sets)
+    exp = s1.experiment(cfg)
+    Trainer(exp.task, functools.partial(Transformer, exp.model), exp.train).fit(
+        cfg.seeds, checkpoint_dir=RunContext(cut).checkpoint_dir("lsa"), progress=False, stop_after=20)
+    (cut / "run.json").write_text(json.dumps({"study": "gd-equivalence", "scale": "smoke", "status": "running"}))
+    (cut / "config.json").write_text(json.dumps(json.loads((full / "config.json").read_text())))
+    resumed = run_study("gd-equivalence", "smoke", sets=sets, out=cut, resume=True, progress=False)
+    a = json.loads((full / "results.json").read_text())
+    b = json.loads((resumed / "results.json").read_text())
+    assert a["trained_loss"] == b["trained_loss"]
+    ma = pd.read_parquet(full / "metrics.parquet")
+    mb = pd.read_parquet(resumed / "metrics.parquet")
+    assert ma.equals(mb)
+    with pytest.raises(FileExistsError, match="--resume"):
+        run_study("gd-equivalence", "smoke", sets=sets, out=full, progress=False)
