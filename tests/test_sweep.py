@@ -69,3 +69,20 @@ def test_a_stopped_sweep_trains_only_the_missing_points(tmp_path):
     kept = full[full.n_context == first.n_context.iloc[0]].sort_values(["lr", "seed", "step", "metric"])
     pd.testing.assert_frame_equal(kept.reset_index(drop=True),
                                   first.sort_values(["lr", "seed", "step", "metric"]).reset_index(drop=True))
+
+
+def test_cli_sweep_prints_a_summary_and_writes_the_table(tmp_path):
+    from typer.testing import CliRunner
+
+    from mesalab.cli import app
+
+    args = ["sweep", "gd-equivalence", "--scale", "smoke", "--grid", "lr=0.01,0.03", "--seeds", "1",
+            "--out", str(tmp_path)] + [a for s in SETS for a in ("--set", s)]
+    res = CliRunner(env={"COLUMNS": "200"}).invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "trained: 2 point(s)" in res.output and "test_loss" in res.output
+    assert (tmp_path / "sweep.parquet").exists()
+    again = CliRunner(env={"COLUMNS": "200"}).invoke(app, args)
+    assert "already done" in again.output
+    bad = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["sweep", "gd-equivalence", "--grid", "lrr=1"])
+    assert bad.exit_code == 2 and "valid keys" in bad.output
