@@ -55,14 +55,12 @@ class TransformerConfig:
         for f in ("d_model", "n_layers", "n_heads", "d_head"):
             v = getattr(self, f)
             require(self, f, isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer")
-        if isinstance(self.attention, str):
-            object.__setattr__(self, "attention", (self.attention,) * self.n_layers)
-        if len(self.attention) != self.n_layers:
+        if not isinstance(self.attention, str) and len(self.attention) != self.n_layers:
             raise ConfigError(
                 f"TransformerConfig.attention has {len(self.attention)} entries but n_layers = {self.n_layers}; "
                 "give one kind for all layers or one per layer"
             )
-        for kind in self.attention:
+        for kind in self.layer_kinds:
             if kind not in ATTENTION_KINDS:
                 raise ConfigError(
                     f"TransformerConfig.attention = {kind!r} is not allowed; expected one of "
@@ -90,6 +88,11 @@ class TransformerConfig:
             self, "readout_size", 0 < size <= out_width - self.readout_start,
             f"None or an integer in [1, {out_width - self.readout_start}]",
         )
+
+    @property
+    def layer_kinds(self) -> tuple[str, ...]:
+        """The attention kind of each layer."""
+        return (self.attention,) * self.n_layers if isinstance(self.attention, str) else tuple(self.attention)
 
     @property
     def output_width(self) -> int:

@@ -51,7 +51,7 @@ class Block(eqx.Module):
 
     def __init__(self, cfg: TransformerConfig, layer: int, *, key: jax.Array):
         ka, km = jax.random.split(key)
-        kind = cfg.attention[layer]
+        kind = cfg.layer_kinds[layer]
         scaled = cfg.scale_scores == "all" or (cfg.scale_scores == "softmax" and kind == "softmax")
         self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.d_head, kind, cfg.causal, cfg.keys_from, scaled,
                               cfg.init, cfg.init_scale, key=ka)
