@@ -143,3 +143,7 @@ def sweep(
     for row in summary.itertuples(index=False):
         out_table.add_row(*(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
     con.print(out_table)
+
+
+if __name__ == "__main__":
+    app()

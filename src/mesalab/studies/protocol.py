@@ -61,7 +61,7 @@ class Claim:
             return "–"
         if self.unit == "%":
             spread = f" ± {100 * self.spread:.2g}" if self.spread is not None else ""
-            return f"{100 * self.measured:+.2f}{spread} %"
+            return f"{100 * self.measured:.2f}{spread} %"
         spread = f" ± {self.spread:.3g}" if self.spread is not None else ""
         return f"{self.measured:.4g}{spread}"
 

@@ -1,0 +1,64 @@
+"""Figures of the gd-equivalence study."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mesalab import figures as fig
+from mesalab.studies.protocol import Figure, RunContext
+
+
+def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
+    metrics = ctx.metrics_frame()
+    lsa = metrics[metrics.part == "lsa"]
+    out = []
+
+    f, ax = fig.new_axes("training step", "test loss (½·MSE at the query)", "1-layer LSA against one GD step")
+    fig.seed_band(ax, lsa[lsa.metric == "test_loss"], "step", "value", "trained LSA")
+    ax.axhline(r["gd_loss"], color="k", ls="--", label=f"GD-1, optimal η = {r['eta']:.2f}")
+    ax.axhline(r["zero_loss"], color="0.6", ls=":", label="zero predictor")
+    ax.axhline(r["ridge_loss"], color="tab:green", ls="-.", label="ridge λ = 1e-3")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.save(f, ctx.figures_dir / "loss.png")
+    out.append(Figure("loss.png", "Test loss during training",
+                      "The trained layer's loss should fall from the zero predictor's level onto the dashed GD-1 line "
+                      "and stay there, far above ridge regression (which one layer cannot implement); a seed that "
+                      "stays high is stuck on a plateau."))
+
+    f, ax = fig.new_axes("training step", "cosine of ∂ŷ/∂x_q (trained vs GD)", "Trained LSA against the GD construction")
+    fig.seed_band(ax, lsa[lsa.metric == "sens_cos"], "step", "value", "sensitivity cosine", color="tab:blue")
+    ax.set_ylim(-0.05, 1.05)
+    ax2 = ax.twinx()
+    fig.seed_band(ax2, lsa[lsa.metric == "pred_diff"], "step", "value", "mean |ŷ_TF − ŷ_GD|", color="tab:red")
+    ax2.set_ylabel("mean |ŷ_TF − ŷ_GD|")
+    lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
+    ax.legend(lines, labels, loc="center right")
+    fig.save(f, ctx.figures_dir / "alignment.png")
+    out.append(Figure("alignment.png", "Alignment with GD during training",
+                      "The cosine (blue, left axis) should rise to 1 and the prediction difference (red, right axis) "
+                      "fall towards 0 as the loss reaches GD-1: the trained layer then computes the GD prediction."))
+
+    import matplotlib.pyplot as plt
+
+    with plt.rc_context(fig.STYLE):
+        f, axes = plt.subplots(2, 2, figsize=(10.0, 8.0))
+    mats = [("qk_trained", "trained W_KᵀW_Q (÷ scale)"), ("qk_construction", "construction W_KᵀW_Q"),
+            ("ov_trained", "trained PW_V (× scale)"), ("ov_construction", "construction PW_V")]
+    for ax, (key, title) in zip(axes.flat, mats):
+        m = np.asarray(r[key])
+        lim = max(float(np.abs(m).max()), 1e-9)
+        im = ax.imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("query / value-token feature")
+        ax.set_ylabel("key / output feature")
+        f.colorbar(im, ax=ax, fraction=0.046)
+    fig.save(f, ctx.figures_dir / "weights.png")
+    out.append(Figure("weights.png", f"Weights of the median seed (seed {r['median_seed']}) next to the construction",
+                      "After removing the K-Q / V-P scale, the trained W_KᵀW_Q should show the identity on the x-block "
+                      "and nothing else, and PW_V a single entry in the y row and column equal to −η*/N, as the "
+                      "construction does."))
+    return out
