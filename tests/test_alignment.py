@@ -46,3 +46,14 @@ def test_scale_symmetry_is_removed_and_interpolation_keeps_the_function():
     assert float(x_block_offdiag_ratio(qk_n, TASK.d)) == 0.0
     mid = interpolate_products(rescaled, construction, TASK.d)
     np.testing.assert_allclose(predict(mid, BATCH.inputs), predict(construction, BATCH.inputs), rtol=1e-4, atol=1e-6)
+
+
+def test_iterating_the_gd_construction_with_damping_is_gd_at_the_damped_rate():
+    from mesalab.algorithms import gd_predict
+    from mesalab.studies.gd_equivalence_transfer import iterated
+
+    model = gd_lsa(lsa_config(TASK), TASK, 2.0)
+    deep = iterated(model, 4, 0.75)
+    x, y = BATCH.info["x"], BATCH.info["y"]
+    got = predict(deep, BATCH.inputs)[:, -1, 0]
+    np.testing.assert_allclose(got, gd_predict(x[:, :-1], y[:, :-1], x[:, -1], [1.5] * 4), rtol=1e-4, atol=1e-6)

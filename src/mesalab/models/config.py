@@ -76,8 +76,8 @@ class TransformerConfig:
             require(self, f, v is None or (isinstance(v, int) and v > 0), "None or a positive integer")
         require_choice(self, "pos_embedding", ("none", "learned", "sinusoidal"))
         require(
-            self, "max_len", self.pos_embedding == "none" or self.max_len > 0,
-            "a positive integer (the longest sequence) when pos_embedding is not 'none'",
+            self, "max_len", self.pos_embedding != "learned" or self.max_len > 0,
+            "a positive integer (the longest sequence) when pos_embedding is 'learned'",
         )
         require_choice(self, "init", ("normal", "fan_in"))
         require_positive(self, "init_scale")

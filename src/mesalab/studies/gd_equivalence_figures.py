@@ -61,4 +61,53 @@ def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
                       "After removing the K-Q / V-P scale, the trained W_KᵀW_Q should show the identity on the x-block "
                       "and nothing else, and PW_V a single entry in the y row and column equal to −η*/N, as the "
                       "construction does."))
+    out += transfer_figures(r, ctx)
+    if r.get("depth"):
+        out.append(depth_figure(r, ctx))
     return out
+
+
+def transfer_figures(r: dict[str, Any], ctx: RunContext) -> list[Figure]:
+    import pandas as pd
+
+    ood = r["ood"]
+    f, ax = fig.new_axes("input scale α (x ~ U(±α·x_half_width))", "test loss (½·MSE)", "Out of distribution")
+    tf = pd.DataFrame([(a, v) for a, row in zip(ood["alphas"], ood["tf"]) for v in row], columns=["alpha", "loss"])
+    fig.seed_band(ax, tf, "alpha", "loss", "trained LSA")
+    ax.plot(ood["alphas"], ood["gd"], "k--", label="GD-1 at the training η*")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.save(f, ctx.figures_dir / "ood.png")
+    it = r["iterated"]
+    f, ax = fig.new_axes("iterations of the trained layer / GD steps", "test loss (½·MSE)",
+                         "The trained layer iterated with damping")
+    tf = pd.DataFrame([(k, v) for row in it["tf"] for k, v in zip(it["depth"], row)], columns=["depth", "loss"])
+    fig.seed_band(ax, tf, "depth", "loss", "iterated trained layer")
+    ax.plot(it["depth"], it["gd"], "k--", label="GD at damping · η*")
+    ax.legend()
+    fig.save(f, ctx.figures_dir / "iterated.png")
+    return [
+        Figure("ood.png", "Loss when the input range is scaled by α",
+               "Both curves rise as α leaves 1 (the training range); they should stay on top of each other, showing "
+               "that the trained layer fails out of distribution exactly as GD does."),
+        Figure("iterated.png", "Iterating the trained layer",
+               "Applying the trained layer again and again (with damping, writing only the y slot) should follow "
+               "GD steps at the damped learning rate: the layer is a reusable GD step, not a one-off fit."),
+    ]
+
+
+def depth_figure(r: dict[str, Any], ctx: RunContext) -> Figure:
+    deep = r["depth"]
+    ks = [1] + deep["depths"]
+    f, ax = fig.new_axes("layers K / steps", "test loss (½·MSE)", "Deeper LSA against GD and GD++")
+    tf = [r["members"]["loss"]] + deep["tf"]
+    mean, std = np.array([np.mean(v) for v in tf]), np.array([np.std(v) for v in tf])
+    ax.errorbar(ks, mean, yerr=std, marker="o", capsize=3, label=f"trained LSA (mean ± std of {len(tf[0])} seeds)")
+    ax.plot(ks, [r["gd_loss"]] + deep["gd"], "k--", marker="s", label="GD, K steps (line-searched η)")
+    ax.plot(ks, [r["gd_loss"]] + deep["gdpp"], "tab:green", ls="-.", marker="^", label="GD++, learned (η, γ) per layer")
+    ax.set_xticks(ks)
+    ax.legend()
+    fig.save(f, ctx.figures_dir / "depth.png")
+    return Figure("depth.png", "Loss against depth",
+                  "Trained stacks should sit below K steps of plain GD at every depth, and near GD++, the curvature-"
+                  "corrected GD whose step sizes were learned.")

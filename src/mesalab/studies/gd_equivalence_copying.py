@@ -1,0 +1,65 @@
+"""Interleaved tokens x_1, y_1, …, x_N, y_N, x_q (von Oswald et al. 2023 §5; reference/mesa.md §1.5–1.6): a
+2-layer model whose first layer is softmax attention learns to copy each y_i into the token of its x_i, so that
+the second (linear) layer can run a GD step on the pairs — the link to induction heads.
+
+The copy is read off layer 1's attention output at each x token k: the norm of its Jacobian with respect to the
+token itself (own), the next token (k + 1, which holds y_i) and every other token (mean per token).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mesalab.models.config import TransformerConfig
+from mesalab.models.transformer import Transformer
+from mesalab.studies.protocol import RunContext
+from mesalab.tasks.regression import RegressionConfig
+from mesalab.train import TrainConfig, Trainer, member_of
+
+
+def copy_model(task: RegressionConfig, d_model: int, init_scale: float = 0.01) -> TransformerConfig:
+    """Softmax then linear attention, one head each, non-causal, keys from the context; tokens embedded into
+    d_model with fixed sinusoidal positions added (the authors concatenate them instead); a learned read-out."""
+    return TransformerConfig(
+        d_model=d_model, n_layers=2, n_heads=1, d_head=d_model, attention=("softmax", "linear"), causal=False,
+        keys_from="context", d_in=task.token_width, d_out=1, pos_embedding="sinusoidal", init="fan_in",
+        init_scale=init_scale,
+    )
+
+
+def layer1_sensitivity(model: Transformer, tokens: jax.Array) -> jax.Array:
+    """[3]: mean Jacobian norms of layer 1's attention output at x tokens w.r.t. (own, next, each other) token."""
+    def attn_out(t):
+        return model.run_with_cache(t, ["blocks.0.hook_attn_out"])[1]["blocks.0.hook_attn_out"]
+
+    jac = jax.jacrev(attn_out)(tokens)  # [pos_out, d_model, pos_in, d_in]
+    norms = jnp.sqrt(jnp.sum(jac**2, axis=(1, 3)))  # [pos_out, pos_in]
+    t = tokens.shape[0]
+    xs = jnp.arange(0, t - 1, 2)  # context x tokens (each followed by its y)
+    own = norms[xs, xs]
+    nxt = norms[xs, xs + 1]
+    other = (norms[xs].sum(-1) - own - nxt) / (t - 2)
+    return jnp.stack([own.mean(), nxt.mean(), other.mean()])
+
+
+def run_copying(cfg: Any, ctx: RunContext, seed: int) -> dict[str, Any]:
+    task = RegressionConfig(d=cfg.d, n_context=cfg.n_context, x_half_width=cfg.x_half_width,
+                            token_format="interleaved")
+    train = TrainConfig(steps=cfg.copy_steps, batch_size=cfg.copy_batch_size, optimizer="adam", lr=cfg.copy_lr,
+                        b2=cfg.b2, clip_norm=10.0, schedule="warmup_cosine", warmup_steps=min(200, cfg.copy_steps // 10),
+                        end_lr=cfg.copy_lr / 10, chunk_steps=cfg.chunk_steps, eval_batch_size=cfg.eval_batch_size)
+    model = copy_model(task, cfg.copy_d_model, cfg.copy_init_scale)
+    trainer = Trainer(task, functools.partial(Transformer, model), train)
+    res = trainer.fit(cfg.seeds, checkpoint_dir=ctx.checkpoint_dir("interleaved"), resume=ctx.resume,
+                      progress=ctx.progress)
+    ctx.add_metrics(res.history, "interleaved")
+    batch = task.sample(jax.random.PRNGKey(seed), 64)
+    sens = [np.asarray(jnp.mean(jax.vmap(functools.partial(layer1_sensitivity, member_of(res.models, i)))(batch.inputs),
+                                axis=0)).tolist() for i in range(cfg.seeds)]
+    final = res.history.query(f"metric == 'test_loss' and step == {res.step}").value.to_numpy()
+    return {"sensitivity": sens, "labels": ["own", "next", "other"], "loss": final.tolist()}

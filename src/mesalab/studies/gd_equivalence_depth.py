@@ -1,0 +1,62 @@
+"""K = 2…5-layer LSA stacks against K steps of GD and against GD++ (von Oswald et al. 2023 §4; reference/mesa.md
+§1.4–1.7): deeper trained models beat plain GD by learning a curvature correction."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mesalab.algorithms import gd_plus_plus_predict, line_search_eta
+from mesalab.algorithms.fit import fit_gd_plus_plus
+from mesalab.config import override
+from mesalab.models.config import TransformerConfig
+from mesalab.models.transformer import Transformer
+from mesalab.studies.protocol import RunContext
+from mesalab.tasks.regression import RegressionConfig
+from mesalab.train import TrainConfig, Trainer
+
+
+def depth_model(one_layer: TransformerConfig, layers: int) -> TransformerConfig:
+    """The authors' deeper LSA: init scale divided by depth, activation clip 10 beyond 3 layers (§1.5)."""
+    return override(one_layer, n_layers=layers, init_scale=one_layer.init_scale / layers,
+                    clip=10.0 if layers > 3 else 0.0)
+
+
+def depth_training(cfg: Any, layers: int) -> TrainConfig:
+    """Adam with warm-up and cosine decay; the peak rate halves beyond 3 layers, as the authors' 1e-3 → 5e-4."""
+    lr = cfg.deep_lr if layers <= 3 else cfg.deep_lr / 2
+    return TrainConfig(steps=cfg.deep_steps, batch_size=cfg.deep_batch_size, optimizer="adam", lr=lr,
+                       b2=cfg.b2, clip_norm=10.0, schedule="warmup_cosine", warmup_steps=min(200, cfg.deep_steps // 10),
+                       end_lr=lr / 10, chunk_steps=cfg.chunk_steps, eval_batch_size=cfg.eval_batch_size)
+
+
+def run_depths(cfg: Any, ctx: RunContext, task: RegressionConfig, one_layer: TransformerConfig,
+               validation, eta_fit_seed: int) -> dict[str, Any]:
+    """Train an ensemble per depth; score it, K-step GD (one line-searched η) and learned GD++ on `validation`."""
+    x, y = validation.info["x"], validation.info["y"]
+    xc, yc, xq, yq = x[:, :-1], y[:, :-1], x[:, -1], y[:, -1]
+    out: dict[str, Any] = {"depths": list(cfg.depths), "tf": [], "gd": [], "gd_eta": [], "gdpp": [], "gdpp_eta": [],
+                           "gdpp_gamma": [], "seconds": []}
+    for layers in cfg.depths:
+        trainer = Trainer(task, functools.partial(Transformer, depth_model(one_layer, layers)), depth_training(cfg, layers))
+        res = trainer.fit(cfg.seeds, checkpoint_dir=ctx.checkpoint_dir(f"lsa-{layers}"), resume=ctx.resume,
+                          progress=ctx.progress)
+        ctx.add_metrics(res.history, f"lsa-{layers}")
+        losses = eqx.filter_vmap(lambda m: jnp.mean(0.5 * (jax.vmap(m.predict_last)(validation.inputs)[:, 0] - yq) ** 2))(
+            res.models)
+        eta, gd_loss = line_search_eta(xc, yc, xq, yq, steps=layers)
+        etas, gammas = fit_gd_plus_plus(task, layers, init_eta=eta, steps=cfg.gdpp_steps, lr=1e-2, seed=eta_fit_seed)
+        gdpp = float(jnp.mean(0.5 * (gd_plus_plus_predict(xc, yc, xq, etas, gammas) - yq) ** 2))
+        out["tf"].append(np.asarray(losses).tolist())
+        out["gd"].append(gd_loss)
+        out["gd_eta"].append(eta)
+        out["gdpp"].append(gdpp)
+        out["gdpp_eta"].append(np.asarray(etas).tolist())
+        out["gdpp_gamma"].append(np.asarray(gammas).tolist())
+        out["seconds"].append(res.seconds)
+    return out
