@@ -42,16 +42,21 @@ def list_studies() -> None:
 def print_claims(run_dir: Path) -> list[dict]:
     data = json.loads((run_dir / "claims.json").read_text())
     meta = json.loads((run_dir / "run.json").read_text())
+    con = console()
+    wide = con.width >= 160  # the paper's statement is always in the report; a narrow terminal shows the rest
     table = Table(title=f"{data['study']} ({data['scale']}, {meta.get('seconds', 0):.1f} s) → {run_dir}")
-    for col in ("claim", "paper", "measured", "threshold", "verdict"):
+    cols = ("verdict", "claim", "paper", "measured", "threshold") if wide else ("verdict", "claim", "measured", "threshold")
+    for col in cols:
         table.add_column(col, overflow="fold")
     from mesalab.studies.protocol import Claim
 
     for c in data["claims"]:
         claim = Claim(**c)
         style = {"PASS": "green", "FAIL": "red"}.get(claim.verdict, "dim")
-        table.add_row(claim.claim, claim.paper, claim.measured_text, claim.threshold, f"[{style}]{claim.verdict}")
-    console().print(table)
+        cells = {"verdict": f"[{style}]{claim.verdict}", "claim": claim.claim, "paper": claim.paper,
+                 "measured": claim.measured_text, "threshold": claim.threshold}
+        table.add_row(*(cells[c] for c in cols))
+    con.print(table)
     return data["claims"]
 
 
