@@ -149,3 +149,9 @@ def test_a_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(full / "metrics.parquet"), pd.read_parquet(resumed / "metrics.parquet"))
     with pytest.raises(FileExistsError, match="--resume"):
         run_study("gd-equivalence", "smoke", sets=sets, out=full, progress=False)
+
+
+def test_divergence_reaches_the_cli_user_as_one_line(tmp_path):
+    res = runner.invoke(app, ["run", "gd-equivalence", "--scale", "smoke", "--out", str(tmp_path), "--no-progress",
+                              "--set", "lr=1e6", "--set", "init_scale=100", "--set", "steps=50"])
+    assert res.exit_code == 2 and "training diverged: member" in res.output and "Traceback" not in res.output

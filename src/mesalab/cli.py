@@ -73,11 +73,15 @@ def run(
 ) -> None:
     """Run a study: train, measure, judge its claims, draw figures, write the report, print the claims table."""
     from mesalab.studies.runner import run_study
+    from mesalab.train import TrainingDiverged
+    from mesalab.train.checkpoint import CheckpointError
 
     try:
         run_dir = run_study(study, scale, sets=set_, seeds=seeds or None, out=out, resume=resume, progress=progress)
-    except (ConfigError, UnknownStudyError, FileExistsError, FileNotFoundError) as e:
+    except (ConfigError, UnknownStudyError, FileExistsError, FileNotFoundError, CheckpointError) as e:
         fail(str(e))
+    except TrainingDiverged as e:
+        fail(f"{e} (checkpoints so far are in {out or 'the run directory'})")
     claims = print_claims(run_dir)
     console().print(f"report: {run_dir / 'report.html'}")
     if strict and any(c["verdict"] == "FAIL" for c in claims):
