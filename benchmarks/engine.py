@@ -138,7 +138,7 @@ def measure(w: Workload, e: int, group: int, n_steps: int, reps: int, loop_once:
     members = [Member(seed) for seed in range(e)]
     state = trainer.init_state(members)
     lrs, tasks = trainer.member_arrays(members)
-    args = (state["params"], state["opt"], state["key"], lrs, tasks)
+    args = (state["params"], state["opt"], state["key"], state["alive"], lrs, tasks)
 
     t0 = time.perf_counter()
     chunk = trainer.chunk_program(n_steps, e).lower(*args).compile()
@@ -160,7 +160,7 @@ def scan_body_counted_once(w: Workload, n_steps: int) -> bool:
     trainer = Trainer(w.task, functools.partial(Transformer, w.model), w.train)
     members = [Member(0)]
     state = trainer.init_state(members)
-    args = (state["params"], state["opt"], state["key"], *trainer.member_arrays(members))
+    args = (state["params"], state["opt"], state["key"], state["alive"], *trainer.member_arrays(members))
     one, many = (flops_of(trainer.chunk_program(n, 1).lower(*args).compile()) for n in (1, n_steps))
     return many / one < 0.5 * (1 + n_steps)
 

@@ -152,3 +152,15 @@ def test_model_config_round_trips(tiny_cfg):
 def test_wrong_input_shape_is_a_clear_error(tiny_model):
     with pytest.raises(ValueError, match=r"expects one sequence of shape \[pos, 3\]"):
         tiny_model(jnp.zeros((2, 6, 3)))
+
+
+def test_bad_interventions_name_the_site(tiny_model, tiny_inputs):
+    with pytest.raises(ValueError, match="Intervention.kind = 'ad'"):
+        hooks.Intervention(jnp.zeros(()), kind="ad")
+    with pytest.raises(ValueError, match=r"intervention on 'blocks.0.hook_resid_pre': value of shape \(5,\)"):
+        run(tiny_model, tiny_inputs, interventions={"blocks.0.hook_resid_pre": hooks.add(jnp.ones(5))})
+    _, unbatched = tiny_model.run_with_cache(tiny_inputs[0], ["blocks.0.hook_attn_out"])
+    with pytest.raises(ValueError, match="mean_ablate needs a batched cache"):
+        hooks.mean_ablate(unbatched, "blocks.0.hook_attn_out")
+    with pytest.raises(ValueError, match=r"expects a batch \[B, pos, d_in\]"):
+        run(tiny_model, tiny_inputs[0])

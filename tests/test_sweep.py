@@ -29,6 +29,10 @@ def test_grid_typos_and_impossible_values_are_one_line_errors():
     base = study_config("gd-equivalence", "smoke", SETS)
     with pytest.raises(ConfigError, match="Config.lr = -1.0 is not allowed"):
         plan("gd-equivalence", base, parse_grid(Config, ["lr=-1"]))
+    with pytest.raises(ConfigError, match="train the same set-up"):
+        plan("gd-equivalence", base, parse_grid(Config, ["iterations=3,5"]))  # a study-only key
+    with pytest.raises(ConfigError, match="--grid seeds is not a grid axis"):
+        plan("gd-equivalence", base, parse_grid(Config, ["seeds=1,2"]))
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +90,12 @@ def test_cli_sweep_prints_a_summary_and_writes_the_table(tmp_path):
     assert "already done" in again.output
     bad = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["sweep", "gd-equivalence", "--grid", "lrr=1"])
     assert bad.exit_code == 2 and "valid keys" in bad.output
+
+
+def test_a_diverging_point_is_frozen_and_marked_not_fatal(tmp_path):
+    table = run_sweep("gd-equivalence", "smoke", ["lr=0.01,1e6"], seeds=1, sets=SETS + ["init_scale=100"],
+                      out=tmp_path)
+    alive = table[(table.metric == "alive") & (table.step == 20)].set_index("lr").value
+    assert alive[0.01] == 1.0 and alive[1e6] == 0.0
+    healthy = table[(table.metric == "test_loss") & (table.lr == 0.01)].value
+    assert healthy.notna().all()

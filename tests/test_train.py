@@ -157,3 +157,22 @@ def test_ensemble_groups_give_the_same_members(reg_task, lsa_cfg, small_train, t
                       TrainConfig(**{**small_train.__dict__, "ensemble_group": 2})).fit([0, 1, 2], progress=False)
     for x, y in zip(jax.tree_util.tree_leaves(grouped.models), jax.tree_util.tree_leaves(trained.models)):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+
+
+def test_a_readout_that_does_not_fit_the_targets_fails_at_once(reg_task, lsa_cfg, small_train):
+    wide = TransformerConfig(**{**lsa_cfg.__dict__, "readout_start": 0, "readout_size": None})
+    with pytest.raises(ConfigError, match=r"TransformerConfig.readout_size = None gives predictions of width 4; expected 1"):
+        Trainer(reg_task, functools.partial(Transformer, wide), small_train)
+    with pytest.raises(ConfigError, match=r"TransformerConfig.d_model = 40 does not fit the task's tokens; expected 4"):
+        Trainer(reg_task, functools.partial(Transformer, TransformerConfig()), small_train)
+    with pytest.raises(ConfigError, match="seeds = 0"):
+        Trainer(reg_task, functools.partial(Transformer, lsa_cfg), small_train).fit(0, progress=False)
+
+
+def test_resume_refuses_other_interventions(trainer, tmp_path, reg_task, lsa_cfg, small_train):
+    trainer.fit([0], checkpoint_dir=tmp_path, progress=False, stop_after=10)
+    t = reg_task.seq_len
+    clamped = Trainer(reg_task, functools.partial(Transformer, lsa_cfg), small_train,
+                      interventions={"blocks.0.attn.hook_pattern": hooks.clamp(jnp.ones((1, t, t)) / t)})
+    with pytest.raises(ckpt_mod.CheckpointError, match="fingerprint configuration differs"):
+        clamped.fit([0], checkpoint_dir=tmp_path, resume=True, progress=False)

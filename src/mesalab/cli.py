@@ -81,7 +81,7 @@ def run(
     except (ConfigError, UnknownStudyError, FileExistsError, FileNotFoundError, CheckpointError) as e:
         fail(str(e))
     except TrainingDiverged as e:
-        fail(f"{e} (checkpoints so far are in {out or 'the run directory'})")
+        fail(f"{e} (the run's folder keeps its last checkpoint; see `mesalab runs`)")
     claims = print_claims(run_dir)
     console().print(f"report: {run_dir / 'report.html'}")
     if strict and any(c["verdict"] == "FAIL" for c in claims):

@@ -147,7 +147,9 @@ def override(cfg: T, **changes: Any) -> T:
 
 
 def stack_configs(cfgs: list[T]) -> T:
-    """Stack a list of configs that differ only in dynamic fields into one config with array leaves."""
+    """Stack configs that differ only in dynamic fields into one config with [E]-array leaves."""
+    if not cfgs:
+        raise ConfigError("an ensemble needs at least one member (seeds >= 1)")
     first = cfgs[0]
     for c in cfgs[1:]:
         for f in dataclasses.fields(first):

@@ -13,17 +13,13 @@ from mesalab import store
 from mesalab.studies.protocol import Claim
 
 
-def _json(path: Path, default):
-    return json.loads(path.read_text()) if path.exists() else default
-
-
 def render(run_dir: Path) -> str:
     run_dir = Path(run_dir)
-    meta = _json(run_dir / "run.json", {})
-    claims = [Claim(**c) for c in _json(run_dir / "claims.json", {}).get("claims", [])]
+    meta = store.read_json(run_dir / "run.json", {})
+    claims = [Claim(**c) for c in store.read_json(run_dir / "claims.json", {}).get("claims", [])]
     counts = {v: sum(c.verdict == v for c in claims) for v in ("PASS", "FAIL", "NOT RUN")}
     figures = []
-    for f in _json(run_dir / "figures.json", []):
+    for f in store.read_json(run_dir / "figures.json", []):
         png = run_dir / "figures" / f["file"]
         if png.exists():
             figures.append({**f, "data": base64.b64encode(png.read_bytes()).decode()})
@@ -31,9 +27,9 @@ def render(run_dir: Path) -> str:
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(template).render(
         meta={"seconds": None, **meta}, claims=claims, counts=counts, figures=figures,
-        config=json.dumps(_json(run_dir / "config.json", {}), indent=2),
+        config=json.dumps(store.read_json(run_dir / "config.json", {}), indent=2),
         env={"device": "?", "cpu_count": "?", "python": "?", "platform": "?", "versions": {},
-             **_json(run_dir / "environment.json", {})},
+             **store.read_json(run_dir / "environment.json", {})},
     )
 
 

@@ -102,7 +102,8 @@ class Run:
         return load_models(self.path / "checkpoints" / part)
 
 
-def _read_json(path: Path, default: Any) -> Any:
+def read_json(path: Path, default: Any) -> Any:
+    """The parsed JSON file, or `default` when it does not exist."""
     return json.loads(path.read_text()) if path.exists() else default
 
 
@@ -113,12 +114,12 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     if not (path / "run.json").exists():
         raise FileNotFoundError(f"{path} is not a mesalab run (no run.json)")
-    meta = _read_json(path / "run.json", {})
+    meta = read_json(path / "run.json", {})
     study = get_study(meta["study"])
-    config = from_dict(study.Config, _read_json(path / "config.json", {}))
+    config = from_dict(study.Config, read_json(path / "config.json", {}))
     metrics = pd.read_parquet(path / "metrics.parquet") if (path / "metrics.parquet").exists() else pd.DataFrame()
-    return Run(path, meta, config, metrics, _read_json(path / "results.json", {}),
-               _read_json(path / "claims.json", {}).get("claims", []), _read_json(path / "environment.json", {}))
+    return Run(path, meta, config, metrics, read_json(path / "results.json", {}),
+               read_json(path / "claims.json", {}).get("claims", []), read_json(path / "environment.json", {}))
 
 
 def list_runs(root: str | Path = "runs") -> pd.DataFrame:
@@ -126,7 +127,7 @@ def list_runs(root: str | Path = "runs") -> pd.DataFrame:
     rows = []
     for meta_path in sorted(Path(root).glob("*/run.json")):
         meta = json.loads(meta_path.read_text())
-        claims = _read_json(meta_path.parent / "claims.json", {}).get("claims", [])
+        claims = read_json(meta_path.parent / "claims.json", {}).get("claims", [])
         rows.append({
             "run": meta_path.parent.name, "study": meta.get("study"), "scale": meta.get("scale"),
             "started": meta.get("started"), "status": meta.get("status"),

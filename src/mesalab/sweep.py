@@ -5,7 +5,8 @@ range, …) share one compiled program, so they train together as one ensemble (
 Each ensemble is one unit of work: run in this process, or as one Ray task on a cluster (`ray_address`). Each
 finished unit is written to `<out>/parts/<id>.parquet` at once, so a killed sweep, run again with the same
 arguments, trains only the units that are missing. All parts are joined in `<out>/sweep.parquet`: one long table
-(step, seed, metric, value) with a column per grid key.
+(step, seed, metric, value) with a column per grid key. A member whose loss becomes NaN or infinite keeps its last
+finite weights and its `alive` metric drops to 0; the rest of its ensemble trains on.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from mesalab import store
-from mesalab.config import ConfigError, dynamic_fields, override, parse_value, to_dict, to_json
+from mesalab.config import ConfigError, dynamic_fields, from_dict, override, parse_value, to_dict, to_json
 from mesalab.studies import get_study
 from mesalab.studies.runner import study_config
 
@@ -53,11 +54,19 @@ def plan(study_name: str, base: Any, grid: dict[str, list[Any]]) -> list[Unit]:
     study = get_study(study_name)
     if not hasattr(study, "experiment"):
         raise ConfigError(f"study {study_name} has no experiment() to sweep over")
+    if "seeds" in grid:
+        raise ConfigError("--grid seeds is not a grid axis; use --seeds N (every point is trained with seeds 0 … N−1)")
     keys = list(grid)
     groups: dict[str, list[dict[str, Any]]] = {}
+    seen: dict[str, dict[str, Any]] = {}
     for values in itertools.product(*(grid[k] for k in keys)):
         point = dict(zip(keys, values))
         exp = study.experiment(override(base, **point))  # validates the point's values
+        setup = json.dumps([to_json(exp.task), to_json(exp.model), to_json(exp.train)])
+        if setup in seen:
+            raise ConfigError(f"grid points {seen[setup]} and {point} train the same set-up: a key among "
+                              f"{', '.join(keys)} does not change what a sweep trains (it only affects the full study)")
+        seen[setup] = point
         groups.setdefault(program_key(exp), []).append(point)
     units = []
     for key, points in groups.items():
@@ -79,7 +88,7 @@ def train_unit(study_name: str, base: dict[str, Any], points: list[dict[str, Any
     from mesalab.train import Member, Trainer
 
     study = get_study(study_name)
-    base_cfg = study.Config(**base) if not dataclasses.is_dataclass(base) else base
+    base_cfg = from_dict(study.Config, base) if not dataclasses.is_dataclass(base) else base
     exps = [study.experiment(override(base_cfg, **p)) for p in points]
     first = exps[0]
     members, owner = [], []
@@ -88,7 +97,8 @@ def train_unit(study_name: str, base: dict[str, Any], points: list[dict[str, Any
         for seed in range(base_cfg.seeds):
             members.append(Member(seed, lr=exp.train.lr, task=task_knobs))
             owner.append(i)
-    trainer = Trainer(first.task, functools.partial(Transformer, first.model), first.train)
+    # A point that diverges (a too-large learning rate, say) is frozen and marked, not allowed to end the sweep.
+    trainer = Trainer(first.task, functools.partial(Transformer, first.model), first.train, on_divergence="freeze")
     history = trainer.fit(members, progress=False).history
     for key in points[0]:
         history[key] = [points[owner[m]][key] for m in history.member]

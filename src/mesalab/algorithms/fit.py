@@ -9,6 +9,7 @@ import optax
 
 from mesalab.algorithms.gd import gd_plus_plus_predict
 from mesalab.tasks.regression import RegressionConfig, sample_raw
+from mesalab.train.loss import half_mse
 
 
 def fit_gd_plus_plus(task: RegressionConfig, layers: int, *, init_eta: float, steps: int = 1000,
@@ -23,7 +24,7 @@ def fit_gd_plus_plus(task: RegressionConfig, layers: int, *, init_eta: float, st
     def loss(p, key):
         _, x, y = sample_raw(task, key, batch_size)
         pred = gd_plus_plus_predict(x[:, :-1], y[:, :-1], x[:, -1], p["eta"], 0.01 * p["gamma"])
-        return jnp.mean(0.5 * (pred - y[:, -1]) ** 2)
+        return half_mse(pred, y[:, -1])
 
     @jax.jit
     def run(params):

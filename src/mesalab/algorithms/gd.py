@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mesalab.train.loss import half_mse
+
 # The authors' line-search grid for η (`scan_lrs`: 0.001, 0.101, …, 24.901; reference/mesa.md §1.7).
 ETA_GRID = np.arange(0.001, 25.0, 0.1)
 
@@ -46,7 +48,7 @@ def optimal_eta_one_step(x_ctx: jax.Array, y_ctx: jax.Array, x_q: jax.Array, y_q
 def line_search_eta(x_ctx, y_ctx, x_q, y_q, steps: int = 1, grid=ETA_GRID) -> tuple[float, float]:
     """The authors' protocol: the best η on `grid`, shared by all `steps` steps; returns (η, ½·MSE at η)."""
     losses = jax.lax.map(
-        lambda eta: jnp.mean(0.5 * (gd_predict(x_ctx, y_ctx, x_q, jnp.full((steps,), eta)) - y_q) ** 2),
+        lambda eta: half_mse(gd_predict(x_ctx, y_ctx, x_q, jnp.full((steps,), eta)), y_q),
         jnp.asarray(grid, jnp.float32))
     best = int(jnp.nanargmin(losses))
     return float(grid[best]), float(losses[best])

@@ -61,6 +61,8 @@ def interpolate_products(trained: Transformer, construction: Transformer, d: int
 
 def x_block_offdiag_ratio(qk_mat: jax.Array, d: int) -> jax.Array:
     """Mean |off-diagonal| over mean |diagonal| of the x-block: 0 when the block is a multiple of I."""
+    if d < 2:
+        return jnp.zeros(())  # a 1×1 block is always a multiple of I
     block = qk_mat[:d, :d]
     off = jnp.abs(block - jnp.diag(jnp.diag(block)))
     return jnp.sum(off) / (d * (d - 1)) / jnp.mean(jnp.abs(jnp.diag(block)))

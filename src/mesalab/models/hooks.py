@@ -78,7 +78,18 @@ class Intervention(eqx.Module):
     kind: str = eqx.field(static=True, default="set")
     batched: bool = eqx.field(static=True, default=False)
 
+    def __check_init__(self) -> None:
+        if self.kind not in ("set", "add"):
+            raise ValueError(f"Intervention.kind = {self.kind!r} is not allowed; expected 'set' or 'add'")
+
     def apply(self, x: jax.Array, site: str) -> jax.Array:
+        try:
+            shape = jnp.broadcast_shapes(jnp.shape(self.value), x.shape)
+        except ValueError:
+            shape = None
+        if shape != x.shape:
+            raise ValueError(f"intervention on {site!r}: value of shape {tuple(jnp.shape(self.value))} does not "
+                             f"broadcast to the site's shape {tuple(x.shape)} (per example; see models.hooks)")
         new = x + self.value if self.kind == "add" else jnp.broadcast_to(self.value, x.shape).astype(x.dtype)
         if self.heads is None and self.positions is None:
             return new
@@ -124,11 +135,20 @@ def zero_ablate(*, heads: Any = None, positions: Any = None) -> Intervention:
 
 def mean_ablate(cache: Mapping[str, jax.Array], site: str, *, heads: Any = None, positions: Any = None) -> Intervention:
     """Set the activation to its mean over the batch of a cache taken with `run` (leading batch axis)."""
+    _require_batched(cache, site, "mean_ablate")
     return replace(jnp.mean(cache[site], axis=0), heads=heads, positions=positions)
+
+
+def _require_batched(cache: Mapping[str, jax.Array], site: str, fn: str) -> None:
+    per_example_ndim = 2 if site_axes(site)[1] is None else 3
+    if jnp.ndim(cache[site]) != per_example_ndim + 1:
+        raise ValueError(f"{fn} needs a batched cache (from mesalab.models.run); {site!r} has shape "
+                         f"{tuple(jnp.shape(cache[site]))}, expected {per_example_ndim + 1} axes with the batch first")
 
 
 def patch(cache: Mapping[str, jax.Array], site: str, *, heads: Any = None, positions: Any = None) -> Intervention:
     """Replace the activation with the same site's value from another run's batched cache (per example)."""
+    _require_batched(cache, site, "patch")
     return replace(cache[site], heads=heads, positions=positions, batched=True)
 
 

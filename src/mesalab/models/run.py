@@ -19,6 +19,9 @@ def run(
     Returns the output [B, pos, d_out], or (output, cache) when `sites` is given; cache values have a leading batch
     axis. Interventions with `batched=True` (patches from another run) are mapped over the batch with the inputs.
     """
+    if jax.numpy.ndim(inputs) != 3:
+        raise ValueError(f"mesalab.models.run expects a batch [B, pos, d_in], got shape {tuple(jax.numpy.shape(inputs))}; "
+                         "call the model directly for one sequence")
     ivs = dict(interventions or {})
     shared = {k: v for k, v in ivs.items() if not v.batched}
     # Only the values of batched interventions are mapped; their head and position indices are shared.

@@ -32,13 +32,16 @@ from mesalab.studies import gd_equivalence_transfer as transfer
 from mesalab.studies.gd_equivalence_copying import run_copying
 from mesalab.studies.protocol import Claim, Experiment, Figure, RunContext, measured_claim, not_run
 from mesalab.tasks.regression import RegressionConfig, sample_raw
+from mesalab.models.weights import ov, qk
 from mesalab.train import TrainConfig, Trainer, member_of
+from mesalab.train.loss import half_mse
 
 NAME = "gd-equivalence"
 SUMMARY = "one linear self-attention layer learns one step of gradient descent"
 SOURCE = "von Oswald et al. 2023, Transformers learn in-context by gradient descent (ICML)"
 
-# Thresholds, fixed before looking at results:
+# Thresholds, fixed before looking at results. Each is applied to the median seed (the per-seed values are printed
+# beside it), so one seed stuck on a plateau does not decide a claim about what training finds.
 GD1_TOLERANCE = 0.02  # DESIGN.md §4 S1: trained loss within 2% of optimal GD-1
 COSINE_MIN = 0.99  # DESIGN.md §4 S1: cosine of ∂ŷ/∂x_q (TF vs GD) ≥ 0.99
 # reference/mesa.md §1.8 [M]: mean |ŷ_TF − ŷ_GD| = 0.021 with predictions O(0.6), i.e. ≈ 3.5%; we allow 10%.
@@ -48,14 +51,16 @@ WEIGHT_TOLERANCE = 0.05  # DESIGN.md §4 S1: scale × PW_V y-entry = −η*/N wi
 OFFDIAG_MAX = 0.05
 INTERP_TOLERANCE = 0.02  # "the interpolated model has the same loss": within 2%, as the GD-1 claim
 # The paper shows the OOD and iterated-layer loss curves of TF and GD on top of each other (reference/mesa.md
-# §1.6); we call them "together" when no point differs by more than 10%.
+# §1.6); we call them "together" when, for the median seed, no point differs by more than 10%.
 TRANSFER_GAP = 0.10
 # "matches GD++" (DESIGN.md §4 S1): the trained stack's loss within 10% of learned GD++, either side.
 GDPP_MATCH = 0.10
-# A copying head reads mostly one token: we ask the neighbour's sensitivity to be at least twice any other's.
+# A copying head reads mostly one token: we ask the neighbour's sensitivity to be at least twice that of the token
+# itself and of every other context token.
 COPY_DOMINANCE = 2.0
 VALIDATION_SEED, ETA_FIT_SEED = 5, 6  # the authors' eval_rng = PRNGKey(5) (reference/mesa.md §1.5)
 RIDGE_LAMBDA = 1e-3  # reference/mesa.md §1.7
+PAPER_GD1_LOSS = 0.208  # GD-1 at the optimal η for x ~ U(±0.5), d = N = 10 (reference/mesa.md §1.7); ×4 for U(±1)
 
 
 @config
@@ -151,7 +156,7 @@ def compare(model: Transformer, reference: Transformer, inputs: jax.Array, d: in
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     exp = experiment(cfg)
-    task, d, n = exp.task, cfg.d, cfg.n_context
+    task, d = exp.task, cfg.d
     eta = fit_eta(task, cfg.n_validation)
     gd = gd_lsa(exp.model, task, eta)
 
@@ -167,15 +172,15 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     xc, yc, xq, yq = x[:, :-1], y[:, :-1], x[:, -1], y[:, -1]
 
     def loss_of(pred):
-        return float(jnp.mean(0.5 * (pred - yq) ** 2))
+        return float(half_mse(pred, yq))
 
     def per_member(model):
         pred = jax.vmap(model.predict_last)(batch.inputs)[:, 0]
         qk_n, ov_n, scale = normalized_products(model, d)
         mid = interpolate_products(model, gd, d)
-        return {"loss": jnp.mean(0.5 * (pred - yq) ** 2), **compare(model, gd, batch.inputs, d),
+        return {"loss": half_mse(pred, yq), **compare(model, gd, batch.inputs, d),
                 "qk_scale": scale, "offdiag_ratio": x_block_offdiag_ratio(qk_n, d), "ov_yy": ov_n[d, d],
-                "interp_loss": jnp.mean(0.5 * (jax.vmap(mid.predict_last)(batch.inputs)[:, 0] - yq) ** 2)}
+                "interp_loss": half_mse(jax.vmap(mid.predict_last)(batch.inputs)[:, 0], yq)}
 
     members = {k: np.asarray(v).tolist() for k, v in eqx.filter_vmap(per_member)(result.models).items()}
     ood = transfer.ood_scan(result.models, task, eta, np.linspace(0.5, 2.0, cfg.ood_points), cfg.n_validation,
@@ -183,6 +188,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     iters = transfer.iteration_curves(result.models, task, eta, cfg.iterations, cfg.damping, cfg.n_validation,
                                       VALIDATION_SEED)
     deep = depth.run_depths(cfg, ctx, task, exp.model, batch, ETA_FIT_SEED) if cfg.depths else None
+
     copying = run_copying(cfg, ctx, VALIDATION_SEED) if cfg.copy_steps else None
     gd_pred = gd_one_step_predict(xc, yc, xq, eta)
     best = int(np.argsort(members["loss"])[len(members["loss"]) // 2])  # the median seed, for the heatmaps
@@ -193,8 +199,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         "mean_abs_gd_pred": float(jnp.mean(jnp.abs(gd_pred))), "members": members, "train_seconds": result.seconds,
         "ood": ood, "iterated": iters, "depth": deep, "copying": copying,
         "median_seed": best, "qk_trained": np.asarray(qk_n).tolist(), "ov_trained": np.asarray(ov_n).tolist(),
-        "qk_construction": np.asarray(gd.blocks[0].attn.W_K[0] @ gd.blocks[0].attn.W_Q[0].T).tolist(),
-        "ov_construction": np.asarray((gd.blocks[0].attn.W_V[0] @ gd.blocks[0].attn.W_O[0]).T).tolist(),
+        "qk_construction": np.asarray(qk(gd, 0, 0)).tolist(), "ov_construction": np.asarray(ov(gd, 0, 0)).tolist(),
     }
 
 
@@ -209,25 +214,26 @@ def claims(cfg: Config, r: dict[str, Any]) -> list[Claim]:
     per_seed = lambda v, f="{:+.2%}": "per seed: " + ", ".join(f.format(x) for x in v)  # noqa: E731
     rows = [
         measured_claim("trained 1-layer LSA test loss within 2% of optimal one-step GD (excess over GD-1)", src,
-                       f"LSA ≈ GD-1 (GD-1 = {r['gd_loss']:.4f} at η* = {r['eta']:.3f}; x ~ U(±{cfg.x_half_width:g}))",
-                       rel_loss, f"median ≤ +{GD1_TOLERANCE:.0%}", bool(np.median(rel_loss) <= GD1_TOLERANCE),
+                       f"LSA ≈ GD-1; GD-1 ≈ {PAPER_GD1_LOSS * (cfg.x_half_width / 0.5) ** 2:.3f} for x ~ U(±{cfg.x_half_width:g}) "
+        f"(measured here {r['gd_loss']:.4f} at η* = {r['eta']:.3f})",
+                       rel_loss, f"|median seed| ≤ {GD1_TOLERANCE:.0%}", bool(abs(np.median(rel_loss)) <= GD1_TOLERANCE),
                        per_seed(rel_loss), unit="%"),
         measured_claim("predictions agree with GD-1: mean |ŷ_TF − ŷ_GD| relative to mean |ŷ_GD|", src,
                        "0.021 at predictions O(0.6) in a re-implementation (reference/mesa.md §1.8)", rel_pred,
-                       f"median ≤ {PRED_DIFF_MAX:.0%}", bool(np.median(rel_pred) <= PRED_DIFF_MAX), per_seed(rel_pred, "{:.2%}"),
+                       f"median seed ≤ {PRED_DIFF_MAX:.0%}", bool(np.median(rel_pred) <= PRED_DIFF_MAX), per_seed(rel_pred, "{:.2%}"),
                        unit="%"),
         measured_claim("sensitivities agree: cosine of ∂ŷ_TF/∂x_q and ∂ŷ_GD/∂x_q", src, "cos ≈ 1", m["sens_cos"],
-                       f"median ≥ {COSINE_MIN}", bool(np.median(m["sens_cos"]) >= COSINE_MIN), per_seed(m["sens_cos"], "{:.4f}")),
+                       f"median seed ≥ {COSINE_MIN}", bool(np.median(m["sens_cos"]) >= COSINE_MIN), per_seed(m["sens_cos"], "{:.4f}")),
         measured_claim("W_KᵀW_Q x-block ∝ I: mean |off-diagonal| / mean |diagonal|", src,
                        "0.004 / 0.507 in a re-implementation (reference/mesa.md §1.8)", m["offdiag_ratio"],
-                       f"median ≤ {OFFDIAG_MAX:.0%}", bool(np.median(m["offdiag_ratio"]) <= OFFDIAG_MAX),
+                       f"median seed ≤ {OFFDIAG_MAX:.0%}", bool(np.median(m["offdiag_ratio"]) <= OFFDIAG_MAX),
                        per_seed(m["offdiag_ratio"], "{:.2%}"), unit="%"),
         measured_claim("scale × PW_V[y, y] equals −η*/N (relative error)", src,
                        f"−η*/N = {target:.4f}; the weights match the construction", weight_err,
-                       f"median ≤ {WEIGHT_TOLERANCE:.0%}", bool(np.median(weight_err) <= WEIGHT_TOLERANCE),
+                       f"median seed ≤ {WEIGHT_TOLERANCE:.0%}", bool(np.median(weight_err) <= WEIGHT_TOLERANCE),
                        "per seed: " + ", ".join(f"{v:.4f}" for v in m["ov_yy"]), unit="%"),
         measured_claim("the interpolated model (trained + construction)/2 has the trained loss (|relative change|)", src,
-                       "same loss", rel_interp, f"median ≤ {INTERP_TOLERANCE:.0%}",
+                       "same loss", rel_interp, f"median seed ≤ {INTERP_TOLERANCE:.0%}",
                        bool(np.median(rel_interp) <= INTERP_TOLERANCE), per_seed(rel_interp, "{:.2%}"), unit="%"),
     ]
     ood_gap = transfer.relative_gap(np.asarray(r["ood"]["tf"]), np.asarray(r["ood"]["gd"])[:, None])
@@ -235,11 +241,11 @@ def claims(cfg: Config, r: dict[str, Any]) -> list[Claim]:
     rows += [
         measured_claim("out of distribution (x range × α, α ∈ [0.5, 2]) TF and GD-1 degrade together: largest "
                        "|L_TF / L_GD − 1| over α", src, "the OOD loss curves of TF and GD coincide", ood_gap,
-                       f"median ≤ {TRANSFER_GAP:.0%}", bool(np.median(ood_gap) <= TRANSFER_GAP),
+                       f"median seed ≤ {TRANSFER_GAP:.0%}", bool(np.median(ood_gap) <= TRANSFER_GAP),
                        per_seed(ood_gap, "{:.2%}"), unit="%"),
         measured_claim(f"the trained layer iterated {cfg.iterations}× with damping {cfg.damping} tracks GD at "
                        f"{cfg.damping}·η*: largest |L_TF / L_GD − 1| over depth", src,
-                       "tracks GD at 0.75·η (BLOG needed 0.70)", it_gap, f"median ≤ {TRANSFER_GAP:.0%}",
+                       "tracks GD at 0.75·η (BLOG needed 0.70)", it_gap, f"median seed ≤ {TRANSFER_GAP:.0%}",
                        bool(np.median(it_gap) <= TRANSFER_GAP), per_seed(it_gap, "{:.2%}"), unit="%"),
     ]
     rows += depth_claims(r["depth"], src)
@@ -249,14 +255,14 @@ def claims(cfg: Config, r: dict[str, Any]) -> list[Claim]:
 
 def copy_claim(copying: dict[str, Any] | None, src: str) -> Claim:
     claim = ("interleaved tokens: layer 1 (softmax) copies y_i into x_i's token: sensitivity of its output at x_i "
-             "to the next token over the larger of own / other")
+             "to the next token over the largest of own / any other context token")
     paper = "the first layer learns to copy the neighbouring token (the induction-head link)"
-    threshold = f"median ≥ {COPY_DOMINANCE:g}×"
+    threshold = f"median seed ≥ {COPY_DOMINANCE:g}×"
     if copying is None:
         return not_run(claim, src, paper, threshold, "copy_steps = 0")
     s = np.asarray(copying["sensitivity"])  # [seeds, (own, next, other)]
     ratio = s[:, 1] / np.maximum(s[:, 0], s[:, 2])
-    detail = "per seed (own, next, other): " + "; ".join(f"{a:.3g}, {b:.3g}, {c:.3g}" for a, b, c in s)
+    detail = "per seed (own, next, largest other): " + "; ".join(f"{a:.3g}, {b:.3g}, {c:.3g}" for a, b, c in s)
     return measured_claim(claim, src, paper, ratio, threshold, bool(np.median(ratio) >= COPY_DOMINANCE), detail)
 
 

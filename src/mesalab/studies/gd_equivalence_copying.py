@@ -19,7 +19,8 @@ from mesalab.models.config import TransformerConfig
 from mesalab.models.transformer import Transformer
 from mesalab.studies.protocol import RunContext
 from mesalab.tasks.regression import RegressionConfig
-from mesalab.train import TrainConfig, Trainer, member_of
+from mesalab.train import Trainer, member_of
+from mesalab.train.config import adam_warmup_cosine
 
 
 def copy_model(task: RegressionConfig, d_model: int, init_scale: float = 0.01) -> TransformerConfig:
@@ -33,7 +34,9 @@ def copy_model(task: RegressionConfig, d_model: int, init_scale: float = 0.01) -
 
 
 def layer1_sensitivity(model: Transformer, tokens: jax.Array) -> jax.Array:
-    """[3]: mean Jacobian norms of layer 1's attention output at x tokens w.r.t. (own, next, each other) token."""
+    """[3]: Jacobian norms of layer 1's attention output at the context x tokens with respect to the token itself,
+    the next token (its y), and the most influential other context token (the query x_q, which keys never read,
+    is left out), averaged over x tokens."""
     def attn_out(t):
         return model.run_with_cache(t, ["blocks.0.hook_attn_out"])[1]["blocks.0.hook_attn_out"]
 
@@ -43,16 +46,17 @@ def layer1_sensitivity(model: Transformer, tokens: jax.Array) -> jax.Array:
     xs = jnp.arange(0, t - 1, 2)  # context x tokens (each followed by its y)
     own = norms[xs, xs]
     nxt = norms[xs, xs + 1]
-    other = (norms[xs].sum(-1) - own - nxt) / (t - 2)
+    others = norms[xs][:, : t - 1]  # context tokens only
+    mask = jnp.ones_like(others, bool).at[jnp.arange(xs.size), xs].set(False).at[jnp.arange(xs.size), xs + 1].set(False)
+    other = jnp.max(jnp.where(mask, others, 0.0), axis=-1)
     return jnp.stack([own.mean(), nxt.mean(), other.mean()])
 
 
 def run_copying(cfg: Any, ctx: RunContext, seed: int) -> dict[str, Any]:
     task = RegressionConfig(d=cfg.d, n_context=cfg.n_context, x_half_width=cfg.x_half_width,
                             token_format="interleaved")
-    train = TrainConfig(steps=cfg.copy_steps, batch_size=cfg.copy_batch_size, optimizer="adam", lr=cfg.copy_lr,
-                        b2=cfg.b2, clip_norm=10.0, schedule="warmup_cosine", warmup_steps=min(200, cfg.copy_steps // 10),
-                        end_lr=cfg.copy_lr / 10, chunk_steps=cfg.chunk_steps, eval_batch_size=cfg.eval_batch_size)
+    train = adam_warmup_cosine(cfg.copy_steps, cfg.copy_batch_size, cfg.copy_lr, b2=cfg.b2,
+                               chunk_steps=cfg.chunk_steps, eval_batch_size=cfg.eval_batch_size)
     model = copy_model(task, cfg.copy_d_model, cfg.copy_init_scale)
     trainer = Trainer(task, functools.partial(Transformer, model), train)
     res = trainer.fit(cfg.seeds, checkpoint_dir=ctx.checkpoint_dir("interleaved"), resume=ctx.resume,

@@ -8,17 +8,18 @@ from typing import Any
 
 import equinox as eqx
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from mesalab.algorithms import gd_plus_plus_predict, line_search_eta
+from mesalab.algorithms import gd_plus_plus_predict, gd_predict, line_search_eta
 from mesalab.algorithms.fit import fit_gd_plus_plus
 from mesalab.config import override
 from mesalab.models.config import TransformerConfig
 from mesalab.models.transformer import Transformer
 from mesalab.studies.protocol import RunContext
-from mesalab.tasks.regression import RegressionConfig
+from mesalab.tasks.regression import RegressionConfig, sample_raw
 from mesalab.train import TrainConfig, Trainer
+from mesalab.train.config import adam_warmup_cosine
+from mesalab.train.loss import half_mse
 
 
 def depth_model(one_layer: TransformerConfig, layers: int) -> TransformerConfig:
@@ -30,9 +31,8 @@ def depth_model(one_layer: TransformerConfig, layers: int) -> TransformerConfig:
 def depth_training(cfg: Any, layers: int) -> TrainConfig:
     """Adam with warm-up and cosine decay; the peak rate halves beyond 3 layers, as the authors' 1e-3 → 5e-4."""
     lr = cfg.deep_lr if layers <= 3 else cfg.deep_lr / 2
-    return TrainConfig(steps=cfg.deep_steps, batch_size=cfg.deep_batch_size, optimizer="adam", lr=lr,
-                       b2=cfg.b2, clip_norm=10.0, schedule="warmup_cosine", warmup_steps=min(200, cfg.deep_steps // 10),
-                       end_lr=lr / 10, chunk_steps=cfg.chunk_steps, eval_batch_size=cfg.eval_batch_size)
+    return adam_warmup_cosine(cfg.deep_steps, cfg.deep_batch_size, lr, b2=cfg.b2, chunk_steps=cfg.chunk_steps,
+                              eval_batch_size=cfg.eval_batch_size)
 
 
 def run_depths(cfg: Any, ctx: RunContext, task: RegressionConfig, one_layer: TransformerConfig,
@@ -40,6 +40,7 @@ def run_depths(cfg: Any, ctx: RunContext, task: RegressionConfig, one_layer: Tra
     """Train an ensemble per depth; score it, K-step GD (one line-searched η) and learned GD++ on `validation`."""
     x, y = validation.info["x"], validation.info["y"]
     xc, yc, xq, yq = x[:, :-1], y[:, :-1], x[:, -1], y[:, -1]
+    _, fx, fy = sample_raw(task, jax.random.PRNGKey(eta_fit_seed), x.shape[0])  # η is fitted apart from validation
     out: dict[str, Any] = {"depths": list(cfg.depths), "tf": [], "gd": [], "gd_eta": [], "gdpp": [], "gdpp_eta": [],
                            "gdpp_gamma": [], "seconds": []}
     for layers in cfg.depths:
@@ -47,11 +48,11 @@ def run_depths(cfg: Any, ctx: RunContext, task: RegressionConfig, one_layer: Tra
         res = trainer.fit(cfg.seeds, checkpoint_dir=ctx.checkpoint_dir(f"lsa-{layers}"), resume=ctx.resume,
                           progress=ctx.progress)
         ctx.add_metrics(res.history, f"lsa-{layers}")
-        losses = eqx.filter_vmap(lambda m: jnp.mean(0.5 * (jax.vmap(m.predict_last)(validation.inputs)[:, 0] - yq) ** 2))(
-            res.models)
-        eta, gd_loss = line_search_eta(xc, yc, xq, yq, steps=layers)
+        losses = eqx.filter_vmap(lambda m: half_mse(jax.vmap(m.predict_last)(validation.inputs)[:, 0], yq))(res.models)
+        eta, _ = line_search_eta(fx[:, :-1], fy[:, :-1], fx[:, -1], fy[:, -1], steps=layers)
+        gd_loss = float(half_mse(gd_predict(xc, yc, xq, [eta] * layers), yq))
         etas, gammas = fit_gd_plus_plus(task, layers, init_eta=eta, steps=cfg.gdpp_steps, lr=1e-2, seed=eta_fit_seed)
-        gdpp = float(jnp.mean(0.5 * (gd_plus_plus_predict(xc, yc, xq, etas, gammas) - yq) ** 2))
+        gdpp = float(half_mse(gd_plus_plus_predict(xc, yc, xq, etas, gammas), yq))
         out["tf"].append(np.asarray(losses).tolist())
         out["gd"].append(gd_loss)
         out["gd_eta"].append(eta)

@@ -16,10 +16,8 @@ from mesalab.algorithms import gd_predict
 from mesalab.config import override
 from mesalab.models.transformer import Transformer
 from mesalab.tasks.regression import RegressionConfig
-
-
-def half_mse(pred: jax.Array, target: jax.Array) -> float:
-    return float(jnp.mean(0.5 * (pred - target) ** 2))
+from mesalab.train.engine import member_of
+from mesalab.train.loss import half_mse
 
 
 def ood_scan(models: Transformer, task: RegressionConfig, eta: float, alphas, n: int, seed: int) -> dict[str, list]:
@@ -30,8 +28,8 @@ def ood_scan(models: Transformer, task: RegressionConfig, eta: float, alphas, n:
         batch = shifted.sample(jax.random.PRNGKey(seed), n)
         x, y = batch.info["x"], batch.info["y"]
         preds = eqx.filter_vmap(lambda m: jax.vmap(m.predict_last)(batch.inputs)[:, 0])(models)
-        tf.append([half_mse(p, y[:, -1]) for p in preds])
-        gd.append(half_mse(gd_predict(x[:, :-1], y[:, :-1], x[:, -1], [eta]), y[:, -1]))
+        tf.append([float(half_mse(p, y[:, -1])) for p in preds])
+        gd.append(float(half_mse(gd_predict(x[:, :-1], y[:, :-1], x[:, -1], [eta]), y[:, -1])))
     return {"alphas": [float(a) for a in alphas], "tf": tf, "gd": gd}
 
 
@@ -53,16 +51,15 @@ def iteration_curves(models: Transformer, task: RegressionConfig, eta: float, it
     n_members = jax.tree_util.tree_leaves(eqx.filter(models, eqx.is_array))[0].shape[0]
     tf = []
     for i in range(n_members):
-        member = jax.tree_util.tree_map(lambda a: a[i] if eqx.is_array(a) else a, models)
-        deep = iterated(member, iterations, damping)
+        deep = iterated(member_of(models, i), iterations, damping)
 
         def per_depth(tokens):  # readout after every layer, from one forward pass with a cache
             _, cache = deep.run_with_cache(tokens, "*hook_resid_post")
             return jnp.stack([deep.readout(cache[f"blocks.{k}.hook_resid_post"][-1])[0] for k in range(iterations)])
 
         preds = jax.vmap(per_depth)(batch.inputs)  # [n, iterations]
-        tf.append([half_mse(preds[:, k], y[:, -1]) for k in range(iterations)])
-    gd = [half_mse(gd_predict(x[:, :-1], y[:, :-1], x[:, -1], [damping * eta] * k), y[:, -1])
+        tf.append([float(half_mse(preds[:, k], y[:, -1])) for k in range(iterations)])
+    gd = [float(half_mse(gd_predict(x[:, :-1], y[:, :-1], x[:, -1], [damping * eta] * k), y[:, -1]))
           for k in range(1, iterations + 1)]
     return {"depth": list(range(1, iterations + 1)), "tf": tf, "gd": gd}
 

@@ -46,7 +46,12 @@ def run_study(name: str, scale: str = "cpu", *, sets: list[str] | None = None, s
 
     ctx = RunContext(run_dir, progress=progress, resume=resume)
     t0 = time.perf_counter()
-    results = study.run(cfg, ctx)
+    try:
+        results = study.run(cfg, ctx)
+    except BaseException as e:  # record why, so `mesalab runs` does not list it as running forever
+        store.write_json(run_dir / "run.json", {**meta, "status": "failed", "error": f"{type(e).__name__}: {e}",
+                                                "seconds": time.perf_counter() - t0})
+        raise
     seconds = time.perf_counter() - t0
     store.write_parquet(run_dir / "metrics.parquet", ctx.metrics_frame())
     store.write_json(run_dir / "results.json", results)

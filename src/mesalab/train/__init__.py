@@ -12,11 +12,14 @@ from mesalab.train.engine import Member, Trainer, TrainingDiverged, TrainResult,
 from mesalab.train.loss import masked_half_mse, per_position_half_mse, prediction_loss
 
 
-def train(task: Any, model: TransformerConfig, train: TrainConfig, seeds: int | Sequence = 1, **kwargs) -> TrainResult:
-    """Train an ensemble of transformers built from `model` on `task`; kwargs go to Trainer and Trainer.fit."""
+def train(task: Any, model_cfg: TransformerConfig, train_cfg: TrainConfig, seeds: int | Sequence = 1,
+          **kwargs) -> TrainResult:
+    """Train an ensemble of transformers built from `model_cfg` on `task`; kwargs go to Trainer and Trainer.fit.
+
+    seeds: an int E trains seeds 0 … E−1; a list gives the seeds (or `Member`s with their own lr / task knobs)."""
     fit_keys = {"checkpoint_dir", "resume", "progress", "eval_seed", "stop_after"}
     fit_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in fit_keys}
-    trainer = Trainer(task, functools.partial(Transformer, model), train, **kwargs)
+    trainer = Trainer(task, functools.partial(Transformer, model_cfg), train_cfg, **kwargs)
     return trainer.fit(seeds, **fit_kwargs)
 
 

@@ -8,8 +8,6 @@ a run killed mid-write leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,8 @@ import jax
 import numpy as np
 from safetensors.numpy import load_file, save_file
 from safetensors import safe_open
+
+from mesalab.store import atomic_write
 
 
 class CheckpointError(RuntimeError):
@@ -30,17 +30,8 @@ def _named_leaves(tree: Any) -> dict[str, np.ndarray]:
 
 def save(path: str | Path, tree: Any, header: dict[str, Any]) -> None:
     """Write every array leaf of `tree` (named by its key path) and a JSON `header`, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        arrays = {k: np.ascontiguousarray(v) for k, v in _named_leaves(tree).items()}
-        save_file(arrays, tmp, metadata={"header": json.dumps(header, sort_keys=True)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    arrays = {k: np.ascontiguousarray(v) for k, v in _named_leaves(tree).items()}
+    atomic_write(Path(path), lambda tmp: save_file(arrays, str(tmp), metadata={"header": json.dumps(header, sort_keys=True)}))
 
 
 def read_header(path: str | Path) -> dict[str, Any]:

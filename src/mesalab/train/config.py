@@ -11,7 +11,8 @@ class TrainConfig:
 
     optimizer:    "adam", "adamw" (decoupled weight decay) or "sgd" (optional momentum).
     schedule:     "constant" or "warmup_cosine" (linear warm-up from 0 to lr over warmup_steps, then cosine to
-                  end_lr at `steps`; optax.warmup_cosine_decay_schedule).
+                  end_lr at `steps`; optax.warmup_cosine_decay_schedule). A member with its own learning rate scales
+                  the whole schedule: its end value is end_lr × member_lr / lr.
     clip_norm:    clip the global gradient norm (0: off). clip_value: clip each gradient entry to ±value (0: off;
                   the mesa-optimization code uses optax.clip(1), which is element-wise).
     chunk_steps:  steps per compiled `lax.scan` call; metrics, evaluation, checkpoints and the divergence check
@@ -54,7 +55,9 @@ class TrainConfig:
         require(self, "b2", 0 <= self.b2 < 1, "a number in [0, 1)")
         require(self, "momentum", 0 <= self.momentum < 1, "a number in [0, 1)")
         require_nonnegative(self, "eps", "weight_decay", "end_lr", "clip_norm", "clip_value", "warmup_steps")
-        require(self, "warmup_steps", self.warmup_steps <= self.steps, f"an integer in [0, steps = {self.steps}]")
+        limit = self.steps if self.schedule == "constant" else self.steps - 1
+        require(self, "warmup_steps", self.warmup_steps <= limit,
+                f"an integer in [0, {limit}] (warm-up must end before steps = {self.steps})")
         require(self, "eval_batch_size", isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 0,
                 "an integer >= 0 (0: no evaluation)")
 
@@ -71,3 +74,12 @@ def group_size(cfg: TrainConfig, member_bytes: int, members: int) -> int:
     if cfg.ensemble_group:
         return min(cfg.ensemble_group, members)
     return max(1, min(members, AUTO_GROUP_BYTES // max(1, member_bytes)))
+
+
+def adam_warmup_cosine(steps: int, batch_size: int, lr: float, *, b2: float = 0.999, chunk_steps: int = 100,
+                       eval_batch_size: int = 1024, clip_norm: float = 10.0) -> TrainConfig:
+    """Adam with linear warm-up (a tenth of training, at most 200 steps), cosine decay to lr/10 and global-norm
+    clipping: the recipe the studies use for models that start on a long loss plateau."""
+    return TrainConfig(steps=steps, batch_size=batch_size, optimizer="adam", lr=lr, b2=b2, clip_norm=clip_norm,
+                       schedule="warmup_cosine", warmup_steps=min(200, steps // 10), end_lr=lr / 10,
+                       chunk_steps=chunk_steps, eval_batch_size=eval_batch_size)

@@ -73,7 +73,10 @@ def member_of(stacked: Any, i: int) -> Any:
 
 
 def as_members(seeds: int | Sequence[int] | Sequence[Member]) -> tuple[Member, ...]:
+    """An int E means seeds 0 … E−1; a sequence lists the seeds (or Members) themselves."""
     if isinstance(seeds, int):
+        if seeds < 1:
+            raise ConfigError(f"seeds = {seeds} is not allowed; expected an integer >= 1 or a list of seeds")
         return tuple(Member(s) for s in range(seeds))
     return tuple(m if isinstance(m, Member) else Member(int(m)) for m in seeds)
 
@@ -94,13 +97,19 @@ class Trainer:
                 evaluation batch at chunk boundaries (e.g. progress measures read from a cache).
     interventions: applied in every training step and in evaluation (e.g. an attention pattern clamped for the
                 whole of training); shared by all members.
+    on_divergence: "stop" raises TrainingDiverged naming the member, step and metric; "freeze" keeps a diverged
+                member at its last finite weights for the rest of training (its `alive` metric drops to 0) while
+                the others train on — what a sweep over learning rates needs.
     """
 
     def __init__(
         self, task: Any, make_model: Callable[..., Any], train: TrainConfig, *,
         loss_fn: LossFn | None = None, metrics_fn: MetricsFn | None = None,
-        interventions: Mapping[str, Intervention] | None = None,
+        interventions: Mapping[str, Intervention] | None = None, on_divergence: str = "stop",
     ):
+        if on_divergence not in ("stop", "freeze"):
+            raise ConfigError(f"on_divergence = {on_divergence!r} is not allowed; expected 'stop' or 'freeze'")
+        self.on_divergence = on_divergence
         self.task, self.make_model, self.cfg = task, make_model, train
         self.loss_fn, self.metrics_fn = loss_fn or default_loss(task), metrics_fn
         self.interventions = dict(interventions or {})
@@ -108,6 +117,24 @@ class Trainer:
         self._static = eqx.partition(eqx.filter_eval_shape(make_model, key=jax.random.PRNGKey(0)), is_array_or_shape)[1]
         self._chunks: dict[tuple[int, int], Callable] = {}
         self._act_bytes: int | None = None
+        self.check_shapes()
+
+    def check_shapes(self) -> None:
+        """Fail now, naming the field, if the model's inputs or read-out do not fit the task's tokens and targets."""
+        model = eqx.filter_eval_shape(self.make_model, key=jax.random.PRNGKey(0))
+        cfg = getattr(model, "cfg", None)
+        if cfg is None or not hasattr(model, "predict"):
+            return
+        width, target = getattr(self.task, "token_width", None), getattr(self.task, "target_width", None)
+        if width is not None and cfg.input_width != width:
+            field = "d_in" if cfg.d_in is not None else "d_model"
+            raise ConfigError(f"TransformerConfig.{field} = {getattr(cfg, field)} does not fit the task's tokens; "
+                              f"expected {width} ({type(self.task).__name__}.token_width)")
+        size = cfg.prediction_slice.stop - cfg.prediction_slice.start
+        if target is not None and size != target:
+            raise ConfigError(f"TransformerConfig.readout_size = {cfg.readout_size} gives predictions of width {size}; "
+                              f"expected {target} ({type(self.task).__name__}.target_width; set readout_start/"
+                              "readout_size or d_out)")
         self._eval = jax.jit(jax.vmap(self._evaluate_member, in_axes=(0, 0, None)))
 
     # ---- state -------------------------------------------------------------------------------------------------
@@ -116,7 +143,7 @@ class Trainer:
         params = eqx.filter(models, eqx.is_array)
         opt = jax.vmap(self.tx.init)(params)
         data_keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(m.seed), 1) for m in members])
-        return {"params": params, "opt": opt, "key": data_keys}
+        return {"params": params, "opt": opt, "key": data_keys, "alive": jnp.ones(len(members), bool)}
 
     def member_arrays(self, members: Sequence[Member]) -> tuple[jax.Array, Any]:
         """Per-member learning rates [E] and the task config with its dynamic fields stacked to [E]."""
@@ -127,19 +154,25 @@ class Trainer:
     # ---- compiled programs -------------------------------------------------------------------------------------
     def _member_chunk(self, n_steps: int):
         static, tx, cfg, ivs = self._static, self.tx, self.cfg, self.interventions
+        freeze = self.on_divergence == "freeze"
 
-        def run(params, opt, key, lr, task):
+        def run(params, opt, key, alive, lr, task):
             def step(carry, _):
-                params, opt, key = carry
+                params, opt, key, alive = carry
                 key, sub = jax.random.split(key)
                 batch = task.sample(sub, cfg.batch_size)
                 loss, grads = jax.value_and_grad(lambda p: self.loss_fn(eqx.combine(p, static), batch, ivs))(params)
-                updates, opt = tx.update(grads, opt, params)
-                params = jax.tree_util.tree_map(lambda p, u: p - lr * u, params, updates)
-                return (params, opt, key), loss
+                updates, new_opt = tx.update(grads, opt, params)
+                new_params = jax.tree_util.tree_map(lambda p, u: p - lr * u, params, updates)
+                if freeze:  # a diverged member keeps its last finite state from then on
+                    alive = alive & jnp.isfinite(loss)
+                    keep = lambda new, old: jnp.where(alive, new, old)  # noqa: E731
+                    new_params = jax.tree_util.tree_map(keep, new_params, params)
+                    new_opt = jax.tree_util.tree_map(keep, new_opt, opt)
+                return (new_params, new_opt, key, alive), loss
 
-            (params, opt, key), losses = jax.lax.scan(step, (params, opt, key), None, length=n_steps)
-            return params, opt, key, losses
+            (params, opt, key, alive), losses = jax.lax.scan(step, (params, opt, key, alive), None, length=n_steps)
+            return params, opt, key, alive, losses
 
         return run
 
@@ -190,7 +223,7 @@ class Trainer:
         lrs, tasks = self.member_arrays(members)
         state, step, records = self.init_state(members), 0, []
         ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-        header = self._header(members)
+        header = self._header(members, eval_seed)
         if resume and ckpt is not None and ckpt.exists():
             state, step, records = self._restore(ckpt, state, header)
         eval_key = jax.random.PRNGKey(eval_seed)
@@ -199,19 +232,26 @@ class Trainer:
         try:
             while step < total:
                 n = min(self.cfg.chunk_steps, self.cfg.steps - step)
-                params, opt, key, losses = self.chunk_program(n, len(members))(state["params"], state["opt"], state["key"], lrs, tasks)
-                losses = np.asarray(losses)
+                program = self.chunk_program(n, len(members))
+                params, opt, key, alive, losses = program(state["params"], state["opt"], state["key"], state["alive"],
+                                                          lrs, tasks)
+                losses, alive_np = np.asarray(losses), np.asarray(alive)
                 new_records = [(step + n, i, members[i].seed, "train_loss", float(losses[i, -1])) for i in range(len(members))]
-                check_finite({"train_loss": losses}, members, first_step=step + 1)
+                if self.on_divergence == "stop":
+                    check_finite({"train_loss": losses}, members, first_step=step + 1)
+                else:
+                    new_records += [(step + n, i, members[i].seed, "alive", float(alive_np[i])) for i in range(len(members))]
                 if self.cfg.eval_batch_size:
                     ev = {k: np.asarray(v) for k, v in self._eval(params, tasks, eval_key).items()}
-                    check_finite({k: v[:, None] for k, v in ev.items()}, members, first_step=step + n)
+                    if self.on_divergence == "stop":
+                        check_finite({k: v[:, None] for k, v in ev.items()}, members, first_step=step + n)
                     new_records += [(step + n, i, members[i].seed, k, float(v[i])) for k, v in ev.items() for i in range(len(members))]
-                state, step = {"params": params, "opt": opt, "key": key}, step + n
+                state, step = {"params": params, "opt": opt, "key": key, "alive": alive}, step + n
                 records += new_records
                 if ckpt is not None:
                     self._save(ckpt, state, step, records, header)
-                bar.update(step, float(np.mean(losses[:, -1])))
+                finite = losses[:, -1][np.isfinite(losses[:, -1])]
+                bar.update(step, float(np.mean(finite)) if finite.size else float("nan"))
         finally:
             bar.close()
         models = eqx.combine(state["params"], self._static)
@@ -219,9 +259,17 @@ class Trainer:
         return TrainResult(models, history, step, members, time.perf_counter() - t0)
 
     # ---- checkpoints -------------------------------------------------------------------------------------------
-    def _header(self, members: Sequence[Member]) -> dict[str, Any]:
+    def _header(self, members: Sequence[Member], eval_seed: int) -> dict[str, Any]:
         model_cfg = getattr(self._static, "cfg", None)
         return {
+            # What else decides the numbers, so that a resume with other interventions or losses is refused.
+            "fingerprint": {
+                "interventions": {k: [iv.kind, list(np.shape(iv.value)), _digest(iv)] for k, iv in
+                                  sorted(self.interventions.items())},
+                "loss_fn": _qualname(self.loss_fn), "metrics_fn": _qualname(self.metrics_fn), "eval_seed": eval_seed,
+                "model_factory": _qualname(self.make_model) if model_cfg is None else None,
+                "on_divergence": self.on_divergence,
+            },
             "task": json.loads(to_json(self.task)),
             "model": json.loads(to_json(model_cfg)) if model_cfg is not None else None,
             "train": json.loads(to_json(self.cfg)),
@@ -237,7 +285,7 @@ class Trainer:
 
     def _restore(self, path: Path, like: dict, header: dict) -> tuple[dict, int, list]:
         stored = checkpoint.read_header(path)
-        for part in ("task", "model", "train", "members"):
+        for part in ("task", "model", "train", "members", "fingerprint"):
             if stored.get(part) != json.loads(json.dumps(header[part])):
                 raise checkpoint.CheckpointError(
                     f"cannot resume from {path}: its {part} configuration differs from this run's "
@@ -249,6 +297,22 @@ class Trainer:
         tree, _ = checkpoint.load(path, {"state": like, "history": hist, "history_metric": midx})
         records = [(int(h[0]), int(h[1]), int(h[2]), stored["metrics"][int(m)], float(h[3])) for h, m in zip(hist, midx)]
         return tree["state"], int(stored["step"]), records
+
+
+def _qualname(fn: Any) -> str | None:
+    if fn is None:
+        return None
+    fn = getattr(fn, "func", fn)  # functools.partial
+    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
+def _digest(tree: Any) -> str:
+    import hashlib
+
+    h = hashlib.sha1()
+    for leaf in jax.tree_util.tree_leaves(tree):
+        h.update(np.asarray(leaf).tobytes())
+    return h.hexdigest()[:16]
 
 
 def check_finite(metrics: Mapping[str, np.ndarray], members: Sequence[Member], first_step: int) -> None:

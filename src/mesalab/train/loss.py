@@ -12,6 +12,11 @@ from mesalab.models.run import predict
 from mesalab.tasks.base import Batch
 
 
+def half_mse(pred: jax.Array, target: jax.Array) -> jax.Array:
+    """½·(ŷ − y)² averaged over everything: the loss of scalar predictions (e.g. at the regression query)."""
+    return jnp.mean(0.5 * (pred - target) ** 2)
+
+
 def masked_half_mse(pred: jax.Array, target: jax.Array, mask: jax.Array) -> jax.Array:
     """½‖pred − target‖² summed over output coordinates, averaged over the positions where mask = 1.
 
