@@ -1,11 +1,12 @@
 """S1 gd-equivalence (von Oswald et al. 2023): a trained linear self-attention layer is one step of gradient descent
-on in-context linear regression.
+on in-context linear regression, and deeper stacks beat plain GD.
 
-Measured here (DESIGN.md §4 S1, 1-layer part): the trained LSA's loss against GD-1 at the optimal η (closed form,
-fitted on separate tasks), the agreement of predictions and of sensitivities ∂ŷ/∂x_q with the GD construction,
-the trained weights against the construction up to the K-Q / V-P scale symmetry, and the loss of the
-interpolated model. Deeper models and GD++, OOD scans, the iterated layer and the copying analysis are reported as
-NOT RUN until they land.
+Measured here (DESIGN.md §4 S1): the trained 1-layer LSA's loss against GD-1 at the optimal η (closed form, fitted
+on separate tasks); agreement of predictions and of sensitivities ∂ŷ/∂x_q with the GD construction; the trained
+weights against the construction up to the K-Q / V-P scale symmetry; the interpolated model; out-of-distribution
+input scales and the iterated layer with damping (gd_equivalence_transfer.py); 2–5-layer stacks against K-step GD
+and learned GD++ (gd_equivalence_depth.py); and the interleaved-token model whose first layer should learn to
+copy (gd_equivalence_copying.py).
 """
 
 from __future__ import annotations
@@ -188,7 +189,6 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     iters = transfer.iteration_curves(result.models, task, eta, cfg.iterations, cfg.damping, cfg.n_validation,
                                       VALIDATION_SEED)
     deep = depth.run_depths(cfg, ctx, task, exp.model, batch, ETA_FIT_SEED) if cfg.depths else None
-
     copying = run_copying(cfg, ctx, VALIDATION_SEED) if cfg.copy_steps else None
     gd_pred = gd_one_step_predict(xc, yc, xq, eta)
     best = int(np.argsort(members["loss"])[len(members["loss"]) // 2])  # the median seed, for the heatmaps
