@@ -1,4 +1,10 @@
-"""Multi-head attention: linear (no softmax, no normalisation) or softmax; causal or not; with named sites.
+"""Multi-head attention: linear (no softmax, no normalisation), softmax, or mesa; causal or not; with named sites.
+
+The mesa kind (von Oswald et al. 2023b; reference/mesa.md §2.6) preconditions each query by the inverse of its
+head's regularised key Gram matrix, q̃_t = (Σ_{t'≤t} k kᵀ + λI)⁻¹ q_t (site `hook_q_precond`, computed by
+`models.mesa`), then attends linearly and causally with q̃ in place of q; so out_t is the ridge-regression
+prediction Φ_t q_t of the values from the keys seen so far. Each head learns log λ (parameter `log_ridge`), so
+λ = exp(log_ridge) stays positive; λ = 1 at init matches the authors' λ_s = 1 (their R_0 = λ_s·I, i.e. λ = 1/λ_s).
 
 Weights follow TransformerLens shapes: W_Q, W_K, W_V [head, d_model, d_head] and W_O [head, d_head, d_model],
 acting on row vectors (q = x @ W_Q). `models.weights` gives the products W_KᵀW_Q and PW_V in the papers' column
@@ -14,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from mesalab.models.hooks import Hooks
+from mesalab.models.mesa import MESA_METHODS, check_finite
 
 
 def init_weight(key: jax.Array, shape: tuple[int, ...], fan_in: int, init: str, scale: float) -> jax.Array:
@@ -40,13 +47,16 @@ class Attention(eqx.Module):
     W_K: jax.Array
     W_V: jax.Array
     W_O: jax.Array
+    log_ridge: jax.Array | None
     kind: str = eqx.field(static=True)
     causal: bool = eqx.field(static=True)
     keys_from: str = eqx.field(static=True)
     scaled: bool = eqx.field(static=True)
+    mesa_method: str = eqx.field(static=True)
 
     def __init__(self, d_model: int, n_heads: int, d_head: int, kind: str, causal: bool, keys_from: str,
-                 scaled: bool, init: str, init_scale: float, *, key: jax.Array):
+                 scaled: bool, init: str, init_scale: float, mesa_ridge: float = 1.0, mesa_method: str = "scan",
+                 *, key: jax.Array):
         kq, kk, kv, ko = jax.random.split(key, 4)
         shape_in = (n_heads, d_model, d_head)
         self.W_Q = init_weight(kq, shape_in, d_model, init, init_scale)
@@ -54,13 +64,22 @@ class Attention(eqx.Module):
         self.W_V = init_weight(kv, shape_in, d_model, init, init_scale)
         self.W_O = init_weight(ko, (n_heads, d_head, d_model), n_heads * d_head, init, init_scale)
         self.kind, self.causal, self.keys_from, self.scaled = kind, causal, keys_from, scaled
+        if kind == "mesa" and not mesa_ridge > 0:
+            raise ValueError(f"mesa_ridge = {mesa_ridge!r} is not allowed; the ridge λ must be > 0")
+        self.log_ridge = jnp.full(n_heads, math.log(mesa_ridge)) if kind == "mesa" else None
+        self.mesa_method = mesa_method
 
     def __call__(self, x: jax.Array, hooks: Hooks, prefix: str, last_only: bool = False) -> jax.Array:
         """x: [pos, d_model] -> [pos, d_model]; with last_only, only the last position's output [1, d_model]."""
-        queries = x[-1:] if last_only else x
+        # A mesa query needs the Gram matrix of every key before it, so it always computes all positions.
+        queries = x[-1:] if last_only and self.kind != "mesa" else x
         q = hooks(prefix + "hook_q", jnp.einsum("pm,hmd->phd", queries, self.W_Q))
         k = hooks(prefix + "hook_k", jnp.einsum("pm,hmd->phd", x, self.W_K))
         v = hooks(prefix + "hook_v", jnp.einsum("pm,hmd->phd", x, self.W_V))
+        if self.kind == "mesa":
+            q = hooks(prefix + "hook_q_precond", self.precondition(q, k, v))
+            if last_only:
+                q = q[-1:]
         scores = jnp.einsum("qhd,khd->hqk", q, k)
         if self.scaled:
             scores = scores / math.sqrt(q.shape[-1])
@@ -79,3 +98,16 @@ class Attention(eqx.Module):
         pattern = hooks(prefix + "hook_pattern", pattern)
         z = hooks(prefix + "hook_z", jnp.einsum("hqk,khd->qhd", pattern, v))
         return jnp.einsum("qhd,hdm->qm", z, self.W_O)
+
+    @property
+    def ridge(self) -> jax.Array:
+        """λ per head (mesa only)."""
+        return jnp.exp(self.log_ridge)
+
+    def precondition(self, q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+        """q̃_t = (Σ_{t'≤t} k kᵀ + λI)⁻¹ q_t per head, [pos, head, d_head]."""
+        fn = MESA_METHODS[self.mesa_method]
+        check_finite(q, k, v)  # here, because inside the vmap below the values are tracers
+        heads_first = lambda a: jnp.swapaxes(a, 0, 1)  # noqa: E731
+        _, q_pre = jax.vmap(fn)(heads_first(q), heads_first(k), heads_first(v), self.ridge)
+        return heads_first(q_pre)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from mesalab.config import ConfigError, config, require, require_choice, require_nonnegative, require_positive
 
-ATTENTION_KINDS = ("linear", "softmax")
+ATTENTION_KINDS = ("linear", "softmax", "mesa")
+MESA_METHODS = ("scan", "solve", "chunked")
 
 
 @config
@@ -12,7 +13,10 @@ class TransformerConfig:
     """A transformer stack.
 
     d_model:       residual-stream width (the token width when there is no input embedding).
-    attention:     "linear" or "softmax", or a tuple with one kind per layer (e.g. ("softmax", "linear")).
+    attention:     "linear", "softmax" or "mesa", or a tuple with one kind per layer (e.g. ("softmax", "mesa")).
+    mesa_ridge:    the initial ridge λ of every mesa head (> 0; learned as log λ per head).
+    mesa_method:   how mesa layers solve their systems: "scan" (Sherman–Morrison with the memory-light backward),
+                   "solve" (exact reference) or "chunked" (chunkwise conjugate gradient); see `models.mesa`.
     causal:        each position attends only to itself and earlier positions.
     keys_from:     "all" tokens, or "context": every token's keys and values exclude the last (query) token, as in
                    von Oswald et al. 2023, where the query reads the context but never itself.
@@ -44,6 +48,8 @@ class TransformerConfig:
     d_out: int | None = None
     pos_embedding: str = "none"
     max_len: int = 0
+    mesa_ridge: float = 1.0
+    mesa_method: str = "scan"
     init: str = "normal"
     init_scale: float = 0.02
     residual_scale: float = 1.0
@@ -67,6 +73,11 @@ class TransformerConfig:
                     + ", ".join(repr(k) for k in ATTENTION_KINDS)
                 )
         require_choice(self, "keys_from", ("all", "context"))
+        if "mesa" in self.layer_kinds:
+            require(self, "causal", self.causal is True, "True when a layer is 'mesa' (the mesa layer is causal)")
+            require(self, "keys_from", self.keys_from == "all", "'all' when a layer is 'mesa'")
+            require_positive(self, "mesa_ridge")
+            require_choice(self, "mesa_method", MESA_METHODS)
         require_choice(self, "scale_scores", ("softmax", "all", "none"))
         require(self, "d_mlp", isinstance(self.d_mlp, int) and self.d_mlp >= 0, "an integer >= 0 (0: no MLP)")
         require_choice(self, "mlp_activation", ("gelu", "relu"))

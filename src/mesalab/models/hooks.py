@@ -12,6 +12,7 @@ Shapes are per example (unbatched), as every `__call__` here:
     hook_embed, hook_pos_embed, blocks.{l}.hook_resid_pre / hook_attn_out / hook_resid_mid / hook_mlp_out /
     hook_resid_post                                                  [pos, d_model]
     blocks.{l}.attn.hook_q / hook_k / hook_v / hook_z                [pos, head, d_head]
+    blocks.{l}.attn.hook_q_precond (mesa layers only)                [pos, head, d_head]
     blocks.{l}.attn.hook_attn_scores / hook_pattern                  [head, query_pos, key_pos]
     blocks.{l}.mlp.hook_pre / hook_post                              [pos, d_mlp]
 
@@ -37,6 +38,7 @@ SITE_AXES: dict[str, tuple[int, int | None]] = {
     "attn.hook_q": (0, 1),
     "attn.hook_k": (0, 1),
     "attn.hook_v": (0, 1),
+    "attn.hook_q_precond": (0, 1),
     "attn.hook_attn_scores": (1, 0),
     "attn.hook_pattern": (1, 0),
     "attn.hook_z": (0, 1),

@@ -54,7 +54,7 @@ class Block(eqx.Module):
         kind = cfg.layer_kinds[layer]
         scaled = cfg.scale_scores == "all" or (cfg.scale_scores == "softmax" and kind == "softmax")
         self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.d_head, kind, cfg.causal, cfg.keys_from, scaled,
-                              cfg.init, cfg.init_scale, key=ka)
+                              cfg.init, cfg.init_scale, cfg.mesa_ridge, cfg.mesa_method, key=ka)
         self.mlp = MLP(cfg.d_model, cfg.d_mlp, cfg.mlp_activation, cfg.init, cfg.init_scale, key=km) if cfg.d_mlp else None
         self.ln1 = eqx.nn.LayerNorm(cfg.d_model) if cfg.layer_norm else None
         self.ln2 = eqx.nn.LayerNorm(cfg.d_model) if cfg.layer_norm and cfg.d_mlp else None
@@ -114,6 +114,8 @@ class Transformer(eqx.Module):
                 if suffix in ("hook_embed", "hook_pos_embed"):
                     continue
                 if (suffix.startswith("mlp.") or suffix == "hook_mlp_out") and block.mlp is None:
+                    continue
+                if suffix == "attn.hook_q_precond" and block.attn.kind != "mesa":
                     continue
                 names.append(f"blocks.{layer}.{suffix}")
         return names
