@@ -7,7 +7,8 @@ import pytest
 
 from mesalab.algorithms.inverse import chebyshev_inverse, neumann_inverse, newton_schulz_inverse, ridge_with_inverse
 from mesalab.algorithms.least_squares import (
-    best_gd_eta, causal_ridge, gd_predictions, gd_step_direction, previous_states, ridge_predictions,
+    best_gd_eta, causal_ridge, fit_gd_from_init, gd_from_init_predictions, gd_predictions, gd_step_direction,
+    previous_states, ridge_predictions,
 )
 from mesalab.tasks import DynamicsConfig
 from mesalab.tasks.dynamics import sample_states
@@ -45,6 +46,21 @@ def test_one_gd_step_and_its_best_rate(states):
     eta = float(best_gd_eta(states))
     loss = lambda e: float(np.mean((np.asarray(gd_predictions(states, e)) - states[:, 1:]) ** 2))  # noqa: E731
     assert loss(eta) < min(loss(0.9 * eta), loss(1.1 * eta))
+
+
+def test_gd_from_an_initial_w0(states):
+    w0 = np.random.default_rng(3).normal(size=(3, 3))
+    pred = np.asarray(gd_from_init_predictions(states, 0.2, w0))
+    s, prev = states[:, :-1], np.asarray(previous_states(states))
+    b, t = 4, 6
+    w1 = w0 + 0.2 * sum(np.outer(s[b, i] - w0 @ prev[b, i], prev[b, i]) for i in range(t + 1))
+    np.testing.assert_allclose(pred[b, t], w1 @ s[b, t], rtol=1e-4)
+    np.testing.assert_allclose(gd_from_init_predictions(states, 0.2, np.zeros((3, 3))), gd_predictions(states, 0.2),
+                               rtol=1e-5)
+    # Fitting W_0 as well can only help on the data it was fitted on.
+    eta, w0_fit = fit_gd_from_init(states)
+    mse = lambda p: float(np.mean((np.asarray(p) - states[:, 1:]) ** 2))  # noqa: E731
+    assert mse(gd_from_init_predictions(states, eta, w0_fit)) <= mse(gd_predictions(states, best_gd_eta(states))) + 1e-6
 
 
 @pytest.fixture(scope="module")

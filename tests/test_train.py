@@ -122,10 +122,15 @@ def test_warmup_cosine_schedule_shape():
 
     s = schedule_shape(TrainConfig(steps=100, schedule="warmup_cosine", warmup_steps=10, lr=1e-3, end_lr=1e-5))
     assert float(s(0)) == 0.0 and np.isclose(float(s(10)), 1.0) and np.isclose(float(s(100)), 0.01, rtol=1e-3)
+    # decay_steps: train on the start of a longer schedule (the mesa sandbox: 2.5k steps of 20k).
+    long = schedule_shape(TrainConfig(steps=100, schedule="warmup_cosine", warmup_steps=10, lr=1e-3, end_lr=1e-5,
+                                      decay_steps=1000))
+    assert float(long(100)) > 0.97 and np.isclose(float(long(1000)), 0.01, rtol=1e-3)
 
 
 @pytest.mark.parametrize("kwargs, field", [({"steps": 0}, "steps"), ({"optimizer": "lion"}, "optimizer"),
-                                           ({"lr": -1.0}, "lr"), ({"warmup_steps": 5000}, "warmup_steps")])
+                                           ({"lr": -1.0}, "lr"), ({"warmup_steps": 5000}, "warmup_steps"),
+                                           ({"decay_steps": -1}, "decay_steps")])
 def test_bad_train_configs_name_the_field(kwargs, field):
     with pytest.raises(ConfigError, match=f"TrainConfig.{field}"):
         TrainConfig(**kwargs)

@@ -27,6 +27,7 @@ def render(run_dir: Path) -> str:
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(template).render(
         meta={"seconds": None, **meta}, claims=claims, counts=counts, figures=figures,
+        notes=store.read_json(run_dir / "results.json", {}).get("notes", []),
         config=json.dumps(store.read_json(run_dir / "config.json", {}), indent=2),
         env={"device": "?", "cpu_count": "?", "python": "?", "platform": "?", "versions": {},
              **store.read_json(run_dir / "environment.json", {})},

@@ -32,10 +32,11 @@ def neumann_inverse(a: jax.Array, terms: int, scale: float | jax.Array | None = 
     return total / c
 
 
-def newton_schulz_inverse(a: jax.Array, steps: int) -> jax.Array:
-    """X_{k+1} = X_k (2I − A X_k) from X_0 = I / tr(A)."""
+def newton_schulz_inverse(a: jax.Array, steps: int, alpha: float | None = None) -> jax.Array:
+    """X_{k+1} = X_k (2I − A X_k) from X_0 = αI; α defaults to 1 / tr(A) (converges for any SPD A), and a fixed α
+    (what a fixed-weight network can use) needs α < 2 / λ_max(A)."""
     eye = jnp.eye(a.shape[-1], dtype=a.dtype)
-    x = eye / jnp.trace(a, axis1=-2, axis2=-1)[..., None, None]
+    x = eye * (1 / jnp.trace(a, axis1=-2, axis2=-1)[..., None, None] if alpha is None else alpha)
     for _ in range(steps):
         x = x @ (2 * eye - a @ x)
     return x

@@ -64,3 +64,34 @@ def best_gd_eta(states: jax.Array, mask: jax.Array | None = None) -> jax.Array:
 def gd_predictions(states: jax.Array, eta: float | jax.Array) -> jax.Array:
     """One GD step from W_0 = 0 with rate η, per position."""
     return eta * gd_step_direction(states)
+
+
+def gd_from_init_predictions(states: jax.Array, eta: float | jax.Array, w0: jax.Array) -> jax.Array:
+    """One GD step from W_0 on Σ_{i≤t} ½‖W s_{i−1} − s_i‖²: ŷ_t = W_0 s_t + η Σ_{i≤t} (s_i − W_0 s_{i−1})(s_{i−1}·s_t)."""
+    current, prev = states[:, :-1], previous_states(states)
+    scores = jnp.tril(jnp.einsum("btd,bid->bti", current, prev))
+    g = jnp.einsum("bti,bid->btd", scores, current)
+    h = jnp.einsum("bti,bid->btd", scores, prev)
+    return (current - eta * h) @ w0.T + eta * g
+
+
+def fit_gd_from_init(states: jax.Array, grid_points: int = 41) -> tuple[float, jax.Array]:
+    """The (η, W_0) of one GD step that minimise the squared next-state error over all positions and sequences.
+
+    For a fixed η the prediction is linear in W_0, so W_0 is a least-squares solve; η is searched on a grid of
+    `grid_points` values in [0, 2η₀], η₀ the best rate from W_0 = 0 (the loss is smooth in η).
+    """
+    current, prev = states[:, :-1], previous_states(states)
+    scores = jnp.tril(jnp.einsum("btd,bid->bti", current, prev))
+    g = jnp.einsum("bti,bid->btd", scores, current).reshape(-1, states.shape[-1])
+    h = jnp.einsum("bti,bid->btd", scores, prev).reshape(-1, states.shape[-1])
+    x, y = current.reshape(-1, states.shape[-1]), states[:, 1:].reshape(-1, states.shape[-1])
+
+    def fit(eta):
+        w0_t = jnp.linalg.lstsq(x - eta * h, y - eta * g)[0]
+        return jnp.mean(jnp.sum((x @ w0_t - eta * h @ w0_t + eta * g - y) ** 2, -1)), w0_t.T
+
+    etas = jnp.linspace(0.0, 2.0 * best_gd_eta(states), grid_points)
+    losses, w0s = jax.lax.map(fit, etas)
+    best = int(jnp.argmin(losses))
+    return float(etas[best]), w0s[best]

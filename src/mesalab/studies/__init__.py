@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from mesalab.studies import gd_equivalence
+from mesalab.studies import gd_equivalence, mesa_dynamics
 
-STUDIES: dict[str, ModuleType] = {gd_equivalence.NAME: gd_equivalence}
+STUDIES: dict[str, ModuleType] = {gd_equivalence.NAME: gd_equivalence, mesa_dynamics.NAME: mesa_dynamics}
 DEFAULT_STUDY = gd_equivalence.NAME
 
 

@@ -4,7 +4,8 @@ A study is one module with:
     NAME, SUMMARY, SOURCE           strings shown by `mesalab list`
     Config                          a frozen config dataclass (flat fields, so `--set key=value` reaches all)
     PRESETS                         {"smoke": Config(...), "cpu": Config(...), "paper": Config(...)}
-    run(cfg, ctx) -> dict           trains what it needs through the engine; returns JSON-ready results
+    run(cfg, ctx) -> dict           trains what it needs through the engine; returns JSON-ready results (a "notes"
+                                    list of strings, if present, is shown under the claims table of the report)
     claims(cfg, results) -> [Claim] the paper's claims next to the measured numbers, with verdicts
     figures(cfg, results, ctx) -> [Figure]   writes PNGs into ctx.figures_dir
     experiment(cfg) -> Experiment   (optional) the training set-up that `mesalab sweep` runs over a grid

@@ -88,3 +88,23 @@ def sample(cfg: DynamicsConfig, key: jax.Array, batch_size: int) -> Batch:
     inputs = tokens(states, cfg.token_format)
     mask = jnp.ones(inputs.shape[:2], inputs.dtype)
     return Batch(inputs, states[:, 1:], mask, {"w": w, "states": states})
+
+
+def probe_targets(states: jax.Array, lam: float = 1e-3, lags: tuple[int, ...] = (1, 2, 3)) -> dict[str, jax.Array]:
+    """What probes of a dynamics model try to decode at each position t, each [B, T, d] (reference/mesa.md §2.8):
+
+    s_t            the token's own state;
+    s_next         s_{t+1}, the next-token target;
+    preconditioned (S_{<t} S_{<t}ᵀ + λI)⁻¹ s_t with S_{<t} = [s_1 … s_{t−1}] (λ = 1e-3, the authors' probe_lambda):
+                   the input a mesa-optimizer would precondition before its update;
+    s_t-k          the state k tokens back (0 before the sequence starts), for copying ("mesa-dataset") probes.
+    """
+    from mesalab.models.mesa import mesa_solve  # the same ridge formula as the mesa layer
+
+    current = states[:, :-1]
+    prev = jnp.concatenate([jnp.zeros_like(current[:, :1]), current[:, :-1]], axis=1)
+    pre = jax.vmap(lambda q, k: mesa_solve(q, k, k, lam)[1])(current, prev)
+    out = {"s_t": current, "s_next": states[:, 1:], "preconditioned": pre}
+    for k in lags:
+        out[f"s_t-{k}"] = jnp.concatenate([jnp.zeros_like(current[:, :k]), current[:, :-k]], axis=1)
+    return out

@@ -11,8 +11,10 @@ class TrainConfig:
 
     optimizer:    "adam", "adamw" (decoupled weight decay) or "sgd" (optional momentum).
     schedule:     "constant" or "warmup_cosine" (linear warm-up from 0 to lr over warmup_steps, then cosine to
-                  end_lr at `steps`; optax.warmup_cosine_decay_schedule). A member with its own learning rate scales
-                  the whole schedule: its end value is end_lr × member_lr / lr.
+                  end_lr at `decay_steps`; optax.warmup_cosine_decay_schedule). A member with its own learning rate
+                  scales the whole schedule: its end value is end_lr × member_lr / lr.
+    decay_steps:  where the cosine ends (0: at `steps`). Larger than `steps` trains on the start of a longer
+                  schedule, as the mesa-optimization sandbox does (2.5k steps of a 20k-step schedule).
     clip_norm:    clip the global gradient norm (0: off). clip_value: clip each gradient entry to ±value (0: off;
                   the mesa-optimization code uses optax.clip(1), which is element-wise).
     chunk_steps:  steps per compiled `lax.scan` call; metrics, evaluation, checkpoints and the divergence check
@@ -36,6 +38,7 @@ class TrainConfig:
     schedule: str = "constant"
     warmup_steps: int = 0
     end_lr: float = 0.0
+    decay_steps: int = 0
     clip_norm: float = 0.0
     clip_value: float = 0.0
     chunk_steps: int = 100
@@ -55,9 +58,11 @@ class TrainConfig:
         require(self, "b2", 0 <= self.b2 < 1, "a number in [0, 1)")
         require(self, "momentum", 0 <= self.momentum < 1, "a number in [0, 1)")
         require_nonnegative(self, "eps", "weight_decay", "end_lr", "clip_norm", "clip_value", "warmup_steps")
-        limit = self.steps if self.schedule == "constant" else self.steps - 1
+        require(self, "decay_steps", isinstance(self.decay_steps, int) and self.decay_steps >= 0,
+                "an integer >= 0 (0: the schedule ends at `steps`)")
+        limit = self.steps if self.schedule == "constant" else (self.decay_steps or self.steps) - 1
         require(self, "warmup_steps", self.warmup_steps <= limit,
-                f"an integer in [0, {limit}] (warm-up must end before steps = {self.steps})")
+                f"an integer in [0, {limit}] (warm-up must end before the schedule does)")
         require(self, "eval_batch_size", isinstance(self.eval_batch_size, int) and self.eval_batch_size >= 0,
                 "an integer >= 0 (0: no evaluation)")
 

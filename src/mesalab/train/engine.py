@@ -221,11 +221,11 @@ class Trainer:
         `stop_after` ends early after that many steps (a chunk boundary), as if the process had been killed."""
         members = as_members(seeds)
         lrs, tasks = self.member_arrays(members)
-        state, step, records = self.init_state(members), 0, []
+        state, step, records, seconds_before = self.init_state(members), 0, [], 0.0
         ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
         header = self._header(members, eval_seed)
         if resume and ckpt is not None and ckpt.exists():
-            state, step, records = self._restore(ckpt, state, header)
+            state, step, records, seconds_before = self._restore(ckpt, state, header)
         eval_key = jax.random.PRNGKey(eval_seed)
         bar = Progress(self.cfg.steps, len(members), enabled=progress, start=step)
         t0, total = time.perf_counter(), self.cfg.steps if stop_after is None else min(stop_after, self.cfg.steps)
@@ -249,14 +249,15 @@ class Trainer:
                 state, step = {"params": params, "opt": opt, "key": key, "alive": alive}, step + n
                 records += new_records
                 if ckpt is not None:
-                    self._save(ckpt, state, step, records, header)
+                    self._save(ckpt, state, step, records, header, seconds_before + time.perf_counter() - t0)
                 finite = losses[:, -1][np.isfinite(losses[:, -1])]
                 bar.update(step, float(np.mean(finite)) if finite.size else float("nan"))
         finally:
             bar.close()
         models = eqx.combine(state["params"], self._static)
         history = pd.DataFrame(records, columns=["step", "member", "seed", "metric", "value"])
-        return TrainResult(models, history, step, members, time.perf_counter() - t0)
+        # Seconds spent training, summed over the interrupted sessions of a resumed run.
+        return TrainResult(models, history, step, members, seconds_before + time.perf_counter() - t0)
 
     # ---- checkpoints -------------------------------------------------------------------------------------------
     def _header(self, members: Sequence[Member], eval_seed: int) -> dict[str, Any]:
@@ -276,14 +277,15 @@ class Trainer:
             "members": [dataclasses.asdict(m) | {"task": dict(m.task)} for m in members],
         }
 
-    def _save(self, path: Path, state: dict, step: int, records: list, header: dict) -> None:
+    def _save(self, path: Path, state: dict, step: int, records: list, header: dict, seconds: float = 0.0) -> None:
         hist = np.asarray([(r[0], r[1], r[2], r[4]) for r in records], np.float64).reshape(-1, 4)
         metric_names = sorted({r[3] for r in records})
         metric_idx = np.asarray([metric_names.index(r[3]) for r in records], np.int32)
         tree = {"state": state, "history": hist, "history_metric": metric_idx}
-        checkpoint.save(path, tree, {**header, "step": step, "metrics": metric_names, "format": 1})
+        checkpoint.save(path, tree, {**header, "step": step, "metrics": metric_names, "format": 1,
+                                     "train_seconds": seconds})
 
-    def _restore(self, path: Path, like: dict, header: dict) -> tuple[dict, int, list]:
+    def _restore(self, path: Path, like: dict, header: dict) -> tuple[dict, int, list, float]:
         stored = checkpoint.read_header(path)
         for part in ("task", "model", "train", "members", "fingerprint"):
             if stored.get(part) != json.loads(json.dumps(header[part])):
@@ -296,7 +298,7 @@ class Trainer:
         hist, midx = arrays["['history']"], arrays["['history_metric']"]
         tree, _ = checkpoint.load(path, {"state": like, "history": hist, "history_metric": midx})
         records = [(int(h[0]), int(h[1]), int(h[2]), stored["metrics"][int(m)], float(h[3])) for h, m in zip(hist, midx)]
-        return tree["state"], int(stored["step"]), records
+        return tree["state"], int(stored["step"]), records, float(stored.get("train_seconds", 0.0))
 
 
 def _qualname(fn: Any) -> str | None:

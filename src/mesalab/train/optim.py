@@ -17,7 +17,7 @@ def schedule_shape(cfg: TrainConfig) -> optax.Schedule:
         return optax.constant_schedule(1.0)
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=1.0, warmup_steps=cfg.warmup_steps,
-        decay_steps=cfg.steps, end_value=cfg.end_lr / cfg.lr,
+        decay_steps=cfg.decay_steps or cfg.steps, end_value=cfg.end_lr / cfg.lr,
     )
 
 

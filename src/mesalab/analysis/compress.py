@@ -1,0 +1,85 @@
+"""Compressed algorithms (von Oswald et al. 2023b, "RevAlg"/"CompressedAlg-d"; reference/mesa.md §2.7).
+
+Constructed tokens are made of `slots` blocks of d features ([pred, s_t, s_t, s_{t−1}] for the dynamics task).
+Each head's W_KᵀW_Q and PW_V (papers' convention, `models.weights`) is a slots × slots grid of d × d blocks.
+Compression replaces every block by (mean of its diagonal)·I_d: one scalar per (slot, slot) pair, so 2·slots²
+scalars per head (16 + 16 for four slots). The compressed model runs the same forward pass with those products:
+it has d_head = d_model and W_Q = I, W_K = compressed W_KᵀW_Q, W_V = (compressed PW_V)ᵀ, W_O = I.
+
+For the 1-layer model on masked tokens [0, 0, s_t, s_{t−1}], only key/query slots {2, 3} and value slots {2, 3}
+written into output slot 0 matter: 4 + 2 scalars per head, 12 for two heads. The score of key i at query t is
+k_iᵀ M q_t with M = [[α, η], [β, γ]] over (s_i, s_{i−1}) × (s_t, s_{t−1}); the η-term pairs s_{i−1} with s_t and,
+written with the value s_i, is exactly one GD step from W_0 = 0 on Σ_i ½‖W s_{i−1} − s_i‖² (`eta_term_rate`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from mesalab.models.transformer import Transformer
+from mesalab.models.weights import all_ov, all_qk
+
+
+def block_diagonal_means(mat: jax.Array, slots: int) -> jax.Array:
+    """[..., slots·d, slots·d] -> [..., slots, slots]: the mean of the diagonal of each d × d block."""
+    width = mat.shape[-1]
+    if width % slots:
+        raise ValueError(f"a width of {width} does not split into {slots} slots")
+    d = width // slots
+    blocks = mat.reshape(*mat.shape[:-2], slots, d, slots, d)
+    return jnp.mean(jnp.diagonal(blocks, axis1=-3, axis2=-1), axis=-1)
+
+
+def expand_blocks(scalars: jax.Array, d: int) -> jax.Array:
+    """[..., slots, slots] -> [..., slots·d, slots·d]: each scalar times I_d (the inverse of the compression)."""
+    return jnp.einsum("...ab,ij->...aibj", scalars, jnp.eye(d)).reshape(
+        *scalars.shape[:-2], scalars.shape[-2] * d, scalars.shape[-1] * d)
+
+
+def compressed_scalars(model: Transformer, slots: int) -> dict[str, jax.Array]:
+    """{"qk": [layer, head, slots, slots] (rows key slots, columns query slots), "ov": same (rows output slots,
+    columns value slots)}."""
+    return {"qk": block_diagonal_means(all_qk(model), slots), "ov": block_diagonal_means(all_ov(model), slots)}
+
+
+def model_from_scalars(model: Transformer, qk_scalars: jax.Array, ov_scalars: jax.Array) -> Transformer:
+    """An attention-only model of the same depth and heads whose products are the given block scalars."""
+    cfg = model.cfg
+    if cfg.d_in is not None or cfg.d_out is not None or cfg.d_mlp or cfg.layer_norm or cfg.pos_embedding != "none":
+        raise ValueError("compression needs an attention-only model on constructed tokens (no embeddings, MLP, "
+                         "LayerNorm or positions), like the authors' CompressedAlg")
+    d = cfg.d_model // qk_scalars.shape[-1]
+    wide = Transformer(dataclasses.replace(cfg, d_head=cfg.d_model), key=jax.random.PRNGKey(0))
+    eye = jnp.broadcast_to(jnp.eye(cfg.d_model), (cfg.n_heads, cfg.d_model, cfg.d_model))
+    for layer, block in enumerate(model.blocks):
+        qk_full, ov_full = expand_blocks(qk_scalars[layer], d), expand_blocks(ov_scalars[layer], d)
+        attn = eqx.tree_at(
+            lambda a: (a.W_Q, a.W_K, a.W_V, a.W_O, a.log_ridge), wide.blocks[layer].attn,
+            (eye, qk_full, jnp.swapaxes(ov_full, -1, -2), eye, block.attn.log_ridge), is_leaf=lambda x: x is None,
+        )
+        wide = eqx.tree_at(lambda m, i=layer: m.blocks[i].attn, wide, attn)
+    return wide
+
+
+def compress(model: Transformer, slots: int) -> Transformer:
+    """CompressedAlg: the model rebuilt from its block-diagonal means."""
+    s = compressed_scalars(model, slots)
+    return model_from_scalars(model, s["qk"], s["ov"])
+
+
+def compressed_parameter_count(model: Transformer, slots: int) -> int:
+    """2·slots² scalars per head and layer."""
+    return 2 * slots * slots * model.cfg.n_heads * model.cfg.n_layers
+
+
+def eta_term_rate(scalars: dict[str, jax.Array], key_slot: int = 3, query_slot: int = 2, value_slot: int = 2,
+                  out_slot: int = 0, layer: int = 0) -> jax.Array:
+    """The GD learning rate of the η-terms summed over heads: Σ_h PW_V[out, value]_h · W_KᵀW_Q[key, query]_h.
+
+    Defaults: keys read s_{i−1} (slot 3), queries s_t (slot 2), values s_i (slot 2), output the prediction slot 0.
+    """
+    return jnp.sum(scalars["ov"][layer, :, out_slot, value_slot] * scalars["qk"][layer, :, key_slot, query_slot])
