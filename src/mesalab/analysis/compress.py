@@ -46,23 +46,36 @@ def compressed_scalars(model: Transformer, slots: int) -> dict[str, jax.Array]:
     return {"qk": block_diagonal_means(all_qk(model), slots), "ov": block_diagonal_means(all_ov(model), slots)}
 
 
-def model_from_scalars(model: Transformer, qk_scalars: jax.Array, ov_scalars: jax.Array) -> Transformer:
-    """An attention-only model of the same depth and heads whose products are the given block scalars."""
+def model_from_products(model: Transformer, qk: jax.Array, ov: jax.Array) -> Transformer:
+    """An attention-only model of the same depth and heads whose head products are qk, ov [layer, head, W, W]
+    (papers' convention): d_head = d_model, W_Q = I, W_K = qk, W_V = ovᵀ, W_O = I; λ of mesa heads kept."""
     cfg = model.cfg
     if cfg.d_in is not None or cfg.d_out is not None or cfg.d_mlp or cfg.layer_norm or cfg.pos_embedding != "none":
         raise ValueError("compression needs an attention-only model on constructed tokens (no embeddings, MLP, "
                          "LayerNorm or positions), like the authors' CompressedAlg")
-    d = cfg.d_model // qk_scalars.shape[-1]
     wide = Transformer(dataclasses.replace(cfg, d_head=cfg.d_model), key=jax.random.PRNGKey(0))
     eye = jnp.broadcast_to(jnp.eye(cfg.d_model), (cfg.n_heads, cfg.d_model, cfg.d_model))
     for layer, block in enumerate(model.blocks):
-        qk_full, ov_full = expand_blocks(qk_scalars[layer], d), expand_blocks(ov_scalars[layer], d)
         attn = eqx.tree_at(
             lambda a: (a.W_Q, a.W_K, a.W_V, a.W_O, a.log_ridge), wide.blocks[layer].attn,
-            (eye, qk_full, jnp.swapaxes(ov_full, -1, -2), eye, block.attn.log_ridge), is_leaf=lambda x: x is None,
+            (eye, qk[layer], jnp.swapaxes(ov[layer], -1, -2), eye, block.attn.log_ridge), is_leaf=lambda x: x is None,
         )
         wide = eqx.tree_at(lambda m, i=layer: m.blocks[i].attn, wide, attn)
     return wide
+
+
+def model_from_scalars(model: Transformer, qk_scalars: jax.Array, ov_scalars: jax.Array) -> Transformer:
+    """An attention-only model whose products are the given block scalars [layer, head, slots, slots] ⊗ I."""
+    d = model.cfg.d_model // qk_scalars.shape[-1]
+    return model_from_products(model, expand_blocks(qk_scalars, d), expand_blocks(ov_scalars, d))
+
+
+def interpolate(model: Transformer, slots: int, a: float) -> Transformer:
+    """The model with products (1 − a)·trained + a·compressed: a = 0 is the trained model, a = 1 CompressedAlg."""
+    s = compressed_scalars(model, slots)
+    d = model.cfg.d_model // slots
+    mix = lambda trained, scalars: (1 - a) * trained + a * expand_blocks(scalars, d)  # noqa: E731
+    return model_from_products(model, mix(all_qk(model), s["qk"]), mix(all_ov(model), s["ov"]))
 
 
 def compress(model: Transformer, slots: int) -> Transformer:

@@ -12,7 +12,9 @@ regulariser tokens carry λ, which no attention-only layer could add to the quer
   −1/c into w computes it. The prediction reads y_K = w + (K+1)c⁻¹ u at the query.
 - `newton_lsa`, by repeated squaring: Newton–Schulz M_{k+1} = 2M_k − M_k A M_k from M_0 = αI, so
   I − M_K A = (I − αA)^{2^K}: error ρ^{2^K}, depth O(log κ + log log 1/ε). Every token keeps w = M_k u / 2^k;
-  one head with query w, key u, value w writes −2^{k−1}·(W_k A w) into w, and the prediction is 2^K·w.
+  one head with query w, key u, value w writes −2^{k−1}·(W_k A w) into w, and the prediction is 2^K·w. The
+  product W_k A w shrinks like 4^{−k}, so in float32 it underflows beyond about 60 layers (measured: the error
+  grows again at 64 layers); the construction has converged long before that.
 
 The two are the same function as `algorithms.inverse.neumann_inverse` and `newton_schulz_inverse` (tested).
 """

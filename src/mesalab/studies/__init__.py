@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from mesalab.studies import gd_equivalence, mesa_dynamics
+from mesalab.studies import gd_equivalence, mesa_dynamics, mesa_reverse
 
-STUDIES: dict[str, ModuleType] = {gd_equivalence.NAME: gd_equivalence, mesa_dynamics.NAME: mesa_dynamics}
+STUDIES: dict[str, ModuleType] = {gd_equivalence.NAME: gd_equivalence, mesa_dynamics.NAME: mesa_dynamics,
+                                 mesa_reverse.NAME: mesa_reverse}
 DEFAULT_STUDY = gd_equivalence.NAME
 
 

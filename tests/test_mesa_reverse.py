@@ -1,0 +1,58 @@
+"""The mesa-reverse-engineering study end to end at smoke scale, and its building blocks."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mesalab.analysis.compress import compress, interpolate
+from mesalab.analysis.sensitivity import own_previous_other, token_sensitivity
+from mesalab.models import Transformer, TransformerConfig, predict
+from mesalab.studies import repurpose
+from mesalab.studies.runner import run_study
+from mesalab.tasks import DynamicsConfig
+
+
+def test_smoke_run_writes_claims_and_figures(tmp_path):
+    out = run_study("mesa-reverse-engineering", "smoke", out=tmp_path / "run", progress=False)
+    claims = json.loads((out / "claims.json").read_text())["claims"]
+    assert len(claims) == 9 and {c["verdict"] for c in claims} <= {"PASS", "FAIL", "NOT RUN"}
+    results = json.loads((out / "results.json").read_text())
+    probes = results["deep"][-1]["probes"][0]["s_next"]
+    assert np.asarray(probes).shape == (3, 20)  # [embed + 2 layers, positions]
+    for name in ("probes", "compressed", "copying", "neumann", "fewshot"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 10_000
+
+
+def test_sequence_formats_put_examples_where_the_predictions_are_read():
+    x, y = jnp.ones((1, 3, 2)), 2 * jnp.ones((1, 3, 2))
+    seq, starts = repurpose.sequence(x, y, eos=jnp.full(2, 9.0), prefix=jnp.full((2, 2), 7.0))
+    assert seq.shape == (1, 2 + 9, 2) and starts.tolist() == [2, 5, 8]
+    np.testing.assert_allclose(seq[0, :, 0], [7, 7, 1, 2, 9, 1, 2, 9, 1, 2, 9])
+    plain, starts = repurpose.sequence(x, y)
+    assert plain.shape == (1, 6, 2) and starts.tolist() == [0, 2, 4]
+
+
+def test_least_squares_solves_noise_free_regression_after_d_examples():
+    x, y = repurpose.sample_regression(jax.random.PRNGKey(0), 64, 8, 3)
+    curve = np.asarray(repurpose.least_squares_curve(x, y))
+    assert curve[0] > 0.5 and curve[4:].max() < 1e-3
+
+
+def test_interpolation_ends_are_the_trained_and_the_compressed_model():
+    cfg = TransformerConfig(d_model=8, n_layers=2, n_heads=2, d_head=3, init_scale=0.3, readout_size=2)
+    model = Transformer(cfg, key=jax.random.PRNGKey(0))
+    x = DynamicsConfig(d=2, seq_len=6).sample(jax.random.PRNGKey(1), 3).inputs
+    np.testing.assert_allclose(predict(interpolate(model, 4, 0.0), x), predict(model, x), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(predict(interpolate(model, 4, 1.0), x), predict(compress(model, 4), x), rtol=1e-4,
+                               atol=1e-6)
+
+
+def test_sensitivity_separates_own_previous_and_other_tokens():
+    norms = jnp.asarray(np.tril(np.full((5, 5), 0.1)) + np.diag(np.full(5, 1.0)) + np.diag(np.full(4, 3.0), -1))
+    np.testing.assert_allclose(own_previous_other(norms), [1.1, 3.1, 0.1], rtol=1e-6)
+    cfg = TransformerConfig(d_model=4, n_layers=1, n_heads=1, d_head=4, init_scale=0.5)
+    model = Transformer(cfg, key=jax.random.PRNGKey(0))
+    sens = token_sensitivity(model, jax.random.normal(jax.random.PRNGKey(1), (5, 4)), "blocks.0.hook_attn_out")
+    assert sens.shape == (5, 5) and float(jnp.triu(sens, 1).max()) == 0.0  # causal: nothing read from the future
