@@ -164,3 +164,17 @@ def test_bad_interventions_name_the_site(tiny_model, tiny_inputs):
         hooks.mean_ablate(unbatched, "blocks.0.hook_attn_out")
     with pytest.raises(ValueError, match=r"expects a batch \[B, pos, d_in\]"):
         run(tiny_model, tiny_inputs[0])
+
+
+def test_concatenated_positions_keep_the_token_features():
+    """pos_embedding='concat_sinusoidal' appends a fixed code of width pos_dim instead of adding one."""
+    from mesalab.models.transformer import sinusoidal_positions
+
+    cfg = TransformerConfig(d_model=7, n_layers=1, n_heads=1, d_head=7, pos_embedding="concat_sinusoidal", pos_dim=4)
+    model = Transformer(cfg, key=jax.random.PRNGKey(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (5, 3))  # tokens of width d_model − pos_dim
+    _, cache = model.run_with_cache(x, ["blocks.0.hook_resid_pre", "hook_pos_embed"])
+    np.testing.assert_allclose(cache["blocks.0.hook_resid_pre"][:, :3], x)
+    np.testing.assert_allclose(cache["blocks.0.hook_resid_pre"][:, 3:], sinusoidal_positions(5, 4), atol=1e-6)
+    with pytest.raises(ConfigError, match="pos_dim = 0 is not allowed"):
+        TransformerConfig(d_model=7, pos_embedding="concat_sinusoidal")

@@ -25,7 +25,9 @@ class TransformerConfig:
     layer_norm:    pre-LayerNorm before attention and MLP, and after the last block.
     clip:          clip the residual stream to ±clip after every block (0: off).
     d_in, d_out:   add a linear input embedding from d_in / an unembedding to d_out (None: identity).
-    pos_embedding: "none", "learned" (needs max_len) or "sinusoidal"; added to the embedded tokens.
+    pos_embedding: "none", "learned" (needs max_len) or "sinusoidal", added to the embedded tokens; or
+                   "concat_sinusoidal": a sinusoidal code of width pos_dim concatenated to them, as von Oswald et al.
+                   do for interleaved tokens (the tokens then fill the first d_model − pos_dim features).
     init:          "normal" (std = init_scale) or "fan_in" (std = sqrt(init_scale / fan_in)).
     residual_scale: multiplies each attention update (the "dampening" of an iterated layer).
     readout_start, readout_size, readout_sign: the prediction is readout_sign · out[..., start:start+size]
@@ -47,6 +49,7 @@ class TransformerConfig:
     d_in: int | None = None
     d_out: int | None = None
     pos_embedding: str = "none"
+    pos_dim: int = 0
     max_len: int = 0
     mesa_ridge: float = 1.0
     mesa_method: str = "scan"
@@ -85,7 +88,10 @@ class TransformerConfig:
         for f in ("d_in", "d_out"):
             v = getattr(self, f)
             require(self, f, v is None or (isinstance(v, int) and v > 0), "None or a positive integer")
-        require_choice(self, "pos_embedding", ("none", "learned", "sinusoidal"))
+        require_choice(self, "pos_embedding", ("none", "learned", "sinusoidal", "concat_sinusoidal"))
+        concat = self.pos_embedding == "concat_sinusoidal"
+        require(self, "pos_dim", (0 < self.pos_dim < self.d_model) if concat else self.pos_dim == 0,
+                f"an integer in [1, {self.d_model - 1}] with 'concat_sinusoidal' positions, else 0")
         require(
             self, "max_len", self.pos_embedding != "learned" or self.max_len > 0,
             "a positive integer (the longest sequence) when pos_embedding is 'learned'",
@@ -116,4 +122,9 @@ class TransformerConfig:
 
     @property
     def input_width(self) -> int:
-        return self.d_in if self.d_in is not None else self.d_model
+        return self.d_in if self.d_in is not None else self.token_width
+
+    @property
+    def token_width(self) -> int:
+        """Residual features that carry the (embedded) token; the rest hold a concatenated position code."""
+        return self.d_model - self.pos_dim

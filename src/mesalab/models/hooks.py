@@ -16,6 +16,8 @@ Shapes are per example (unbatched), as every `__call__` here:
     blocks.{l}.attn.hook_attn_scores / hook_pattern                  [head, query_pos, key_pos]
     blocks.{l}.mlp.hook_pre / hook_post                              [pos, d_mlp]
 
+With `pos_embedding="concat_sinusoidal"`, `hook_embed` is [pos, d_model − pos_dim] and `hook_pos_embed`
+[pos, pos_dim]: the residual stream is their concatenation.
 `hook_resid_mid` exists in attention-only models too (it then equals `hook_resid_post` before clipping).
 The cache holds each site's value *after* any intervention on it, i.e. what the rest of the network saw.
 """

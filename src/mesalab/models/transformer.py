@@ -96,7 +96,7 @@ class Transformer(eqx.Module):
     def __init__(self, cfg: TransformerConfig, *, key: jax.Array):
         ke, kp, kb, ku = jax.random.split(key, 4)
         self.cfg = cfg
-        self.W_E = init_weight(ke, (cfg.d_in, cfg.d_model), cfg.d_in, cfg.init, cfg.init_scale) if cfg.d_in else None
+        self.W_E = init_weight(ke, (cfg.d_in, cfg.token_width), cfg.d_in, cfg.init, cfg.init_scale) if cfg.d_in else None
         if cfg.pos_embedding == "learned":
             self.W_pos = init_weight(kp, (cfg.max_len, cfg.d_model), cfg.d_model, cfg.init, cfg.init_scale)
         else:
@@ -158,8 +158,12 @@ class Transformer(eqx.Module):
         if cfg.pos_embedding != "none":
             if cfg.max_len and x.shape[0] > cfg.max_len:
                 raise ValueError(f"sequence of length {x.shape[0]} exceeds TransformerConfig.max_len = {cfg.max_len}")
-            table = self.W_pos if self.W_pos is not None else jnp.asarray(sinusoidal_positions(x.shape[0], cfg.d_model))
-            h = h + hooks("hook_pos_embed", table[: x.shape[0]])
+            if cfg.pos_embedding == "concat_sinusoidal":
+                code = jnp.asarray(sinusoidal_positions(x.shape[0], cfg.pos_dim))
+                h = jnp.concatenate([h, hooks("hook_pos_embed", code)], axis=-1)
+            else:
+                table = self.W_pos if self.W_pos is not None else jnp.asarray(sinusoidal_positions(x.shape[0], cfg.d_model))
+                h = h + hooks("hook_pos_embed", table[: x.shape[0]])
         last = len(self.blocks) - 1
         for layer, block in enumerate(self.blocks):
             h = block(h, hooks, f"blocks.{layer}.", last_only and layer == last)

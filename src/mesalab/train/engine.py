@@ -128,8 +128,10 @@ class Trainer:
         width, target = getattr(self.task, "token_width", None), getattr(self.task, "target_width", None)
         if width is not None and cfg.input_width != width:
             field = "d_in" if cfg.d_in is not None else "d_model"
+            plus = f" + pos_dim = {cfg.pos_dim}" if field == "d_model" and cfg.pos_dim else ""
             raise ConfigError(f"TransformerConfig.{field} = {getattr(cfg, field)} does not fit the task's tokens; "
-                              f"expected {width} ({type(self.task).__name__}.token_width)")
+                              f"expected {width + (cfg.pos_dim if field == 'd_model' else 0)} "
+                              f"({type(self.task).__name__}.token_width = {width}{plus})")
         size = cfg.prediction_slice.stop - cfg.prediction_slice.start
         if target is not None and size != target:
             raise ConfigError(f"TransformerConfig.readout_size = {cfg.readout_size} gives predictions of width {size}; "
