@@ -1,7 +1,7 @@
 """Matrix-inverse approximations used as least-squares solvers (reference/mesa.md §2.10–2.11): what a stack of
 linear-attention layers could compute in place of an exact inverse of A = SSᵀ + λI (symmetric positive definite).
 
-- truncated Neumann series: A⁻¹ ≈ c⁻¹ Σ_{k=0}^{K} (I − A/c)^k, valid when ‖I − A/c‖ < 1 (c ≥ λ_max/2 suffices for
+- truncated Neumann series: A⁻¹ ≈ c⁻¹ Σ_{k=0}^{K} (I − A/c)^k, valid when ‖I − A/c‖ < 1 (c > λ_max/2 suffices for
   SPD A); error ρ^{K+1}, so K = O(κ log 1/ε) terms.
 - Newton–Schulz: X_0 = I / tr(A), X ← X(2I − AX); the residual I − AX squares every step (quadratic tail).
 - Chebyshev semi-iteration: the Neumann recursion with step sizes and momentum chosen from the spectrum bounds
@@ -52,7 +52,8 @@ def chebyshev_inverse(a: jax.Array, steps: int, lo: jax.Array | None = None, hi:
         eig = jnp.linalg.eigvalsh(a)
         lo = eig[..., :1, None] if lo is None else lo
         hi = eig[..., -1:, None] if hi is None else hi
-    theta, delta = (hi + lo) / 2, (hi - lo) / 2
+    theta = (hi + lo) / 2
+    delta = jnp.maximum((hi - lo) / 2, 1e-6 * theta)  # lo = hi (A = cI) would divide by zero
     sigma = theta / delta
     rho = 1 / sigma
     d = eye / theta

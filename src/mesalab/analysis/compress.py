@@ -8,7 +8,8 @@ it has d_head = d_model and W_Q = I, W_K = compressed W_KᵀW_Q, W_V = (compress
 
 For the 1-layer model on masked tokens [0, 0, s_t, s_{t−1}], only key/query slots {2, 3} and value slots {2, 3}
 written into output slot 0 matter: 4 + 2 scalars per head, 12 for two heads. The score of key i at query t is
-k_iᵀ M q_t with M = [[α, η], [β, γ]] over (s_i, s_{i−1}) × (s_t, s_{t−1}); the η-term pairs s_{i−1} with s_t and,
+k_iᵀ M q_t with M = [[α, β], [η, γ]] (rows key slots s_i, s_{i−1}; columns query slots s_t, s_{t−1}); the η-term
+pairs s_{i−1} with s_t and,
 written with the value s_i, is exactly one GD step from W_0 = 0 on Σ_i ½‖W s_{i−1} − s_i‖² (`eta_term_rate`).
 """
 
@@ -48,17 +49,21 @@ def compressed_scalars(model: Transformer, slots: int) -> dict[str, jax.Array]:
 
 def model_from_products(model: Transformer, qk: jax.Array, ov: jax.Array) -> Transformer:
     """An attention-only model of the same depth and heads whose head products are qk, ov [layer, head, W, W]
-    (papers' convention): d_head = d_model, W_Q = I, W_K = qk, W_V = ovᵀ, W_O = I; λ of mesa heads kept."""
+    (papers' convention): d_head = d_model, W_Q = I, W_K = qk, W_V = ovᵀ, W_O = I."""
     cfg = model.cfg
     if cfg.d_in is not None or cfg.d_out is not None or cfg.d_mlp or cfg.layer_norm or cfg.pos_embedding != "none":
         raise ValueError("compression needs an attention-only model on constructed tokens (no embeddings, MLP, "
                          "LayerNorm or positions), like the authors' CompressedAlg")
+    if "mesa" in cfg.layer_kinds:
+        # A mesa head's Gram matrix Σ k kᵀ depends on W_K alone, not only on the products.
+        raise ValueError("compression is defined for linear and softmax attention; mesa layers are not a function "
+                         "of W_KᵀW_Q and PW_V alone")
     wide = Transformer(dataclasses.replace(cfg, d_head=cfg.d_model), key=jax.random.PRNGKey(0))
     eye = jnp.broadcast_to(jnp.eye(cfg.d_model), (cfg.n_heads, cfg.d_model, cfg.d_model))
     for layer, block in enumerate(model.blocks):
         attn = eqx.tree_at(
             lambda a: (a.W_Q, a.W_K, a.W_V, a.W_O, a.log_ridge), wide.blocks[layer].attn,
-            (eye, qk[layer], jnp.swapaxes(ov[layer], -1, -2), eye, block.attn.log_ridge), is_leaf=lambda x: x is None,
+            (eye, qk[layer], jnp.swapaxes(ov[layer], -1, -2), eye, None), is_leaf=lambda x: x is None,
         )
         wide = eqx.tree_at(lambda m, i=layer: m.blocks[i].attn, wide, attn)
     return wide

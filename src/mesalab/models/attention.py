@@ -5,6 +5,7 @@ head's regularised key Gram matrix, q̃_t = (Σ_{t'≤t} k kᵀ + λI)⁻¹ q_t 
 `models.mesa`), then attends linearly and causally with q̃ in place of q; so out_t is the ridge-regression
 prediction Φ_t q_t of the values from the keys seen so far. Each head learns log λ (parameter `log_ridge`), so
 λ = exp(log_ridge) stays positive; λ = 1 at init matches the authors' λ_s = 1 (their R_0 = λ_s·I, i.e. λ = 1/λ_s).
+Weight decay (AdamW) applies to log_ridge like any parameter, so it pulls λ toward 1.
 
 Weights follow TransformerLens shapes: W_Q, W_K, W_V [head, d_model, d_head] and W_O [head, d_head, d_model],
 acting on row vectors (q = x @ W_Q). `models.weights` gives the products W_KᵀW_Q and PW_V in the papers' column

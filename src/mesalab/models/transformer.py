@@ -52,7 +52,8 @@ class Block(eqx.Module):
     def __init__(self, cfg: TransformerConfig, layer: int, *, key: jax.Array):
         ka, km = jax.random.split(key)
         kind = cfg.layer_kinds[layer]
-        scaled = cfg.scale_scores == "all" or (cfg.scale_scores == "softmax" and kind == "softmax")
+        # Mesa scores are never scaled: out_t must stay the ridge prediction Φ_t q_t.
+        scaled = (cfg.scale_scores == "all" and kind != "mesa") or (cfg.scale_scores == "softmax" and kind == "softmax")
         self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.d_head, kind, cfg.causal, cfg.keys_from, scaled,
                               cfg.init, cfg.init_scale, cfg.mesa_ridge, cfg.mesa_method, key=ka)
         self.mlp = MLP(cfg.d_model, cfg.d_mlp, cfg.mlp_activation, cfg.init, cfg.init_scale, key=km) if cfg.d_mlp else None

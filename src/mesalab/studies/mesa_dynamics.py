@@ -300,7 +300,8 @@ def claims(cfg: Config, r: dict[str, Any]) -> list[Claim]:
         ref = LSQ_REFERENCE[pairs]
         which = "all pairs so far" if pairs == "all" else "one pair fewer, the authors’ code"
         rows.append(Claim(
-            f"least squares (λ = {cfg.lsq_lambda:g}, {which}) loss at position {t} matches the reference", src, f"{ref} (reference/mesa.md §2.5)", got, None,
+            f"least squares (λ = {cfg.lsq_lambda:g}, {which}) loss at position t = {t} (0-based: {t} earlier "
+            "tokens) matches the reference", src, f"{ref} (reference/mesa.md §2.5)", got, None,
             f"within ±{LSQ_TOLERANCE:.0%}", "PASS" if abs(got / ref - 1) <= LSQ_TOLERANCE else "FAIL",
             f"per-position curve in the figure; mean over {cfg.n_test} test systems"))
 
@@ -328,8 +329,9 @@ def claims(cfg: Config, r: dict[str, Any]) -> list[Claim]:
         per_seed(rel, "{:+.2%}") + f"; GD-1 mean loss {gd1:.4f} at η = {b['gd1_init_eta']:.4f} with W_0 fitted "
         f"(‖W_0‖ = {b['gd1_init_w0_norm']:.3f}; from W_0 = 0: {np.mean(b['gd1']):.4f}); negative: the trained model "
         "is better than GD-1. Its η-term rates " + ", ".join(f"{x:.4f}" for x in a["eta_term"])
-        + " exceed the best GD rate; the value-s_{i−1} scalars p₂ add a curvature term Σ s_{i−1}(s_{i−1}·s_t) "
-        "(see the compressed-scalars figure)", unit="%"))
+        + f" against the best GD rate {b['gd1_eta']:.4f}; median |p₂| (value s_{{i−1}}, a curvature term "
+        f"Σ s_{{i−1}}(s_{{i−1}}·s_t) with the η key) = {np.median(np.abs(np.asarray(a['scalars_ov'])[..., 1])):.4f} "
+        f"vs median |p₁| = {np.median(np.abs(np.asarray(a['scalars_ov'])[..., 0])):.4f}", unit="%"))
     rel_c = np.abs(np.asarray(a["compressed_loss"]) / np.asarray(one["loss"]) - 1)
     rows.append(measured_claim(
         "its compressed form (12 scalars: sub-diagonal means of W_KᵀW_Q and PW_V) has the trained loss: "

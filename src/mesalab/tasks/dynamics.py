@@ -102,6 +102,8 @@ def probe_targets(states: jax.Array, lam: float = 1e-3, lags: tuple[int, ...] = 
     from mesalab.models.mesa import mesa_solve  # the same ridge formula as the mesa layer
 
     current = states[:, :-1]
+    if any(not 0 < k < current.shape[1] for k in lags):
+        raise ValueError(f"lags = {lags} is not allowed; each lag must be in [1, {current.shape[1] - 1}] (T − 1)")
     prev = jnp.concatenate([jnp.zeros_like(current[:, :1]), current[:, :-1]], axis=1)
     pre = jax.vmap(lambda q, k: mesa_solve(q, k, k, lam)[1])(current, prev)
     out = {"s_t": current, "s_next": states[:, 1:], "preconditioned": pre}
