@@ -140,7 +140,9 @@ def mesa_scan(q: jax.Array, k: jax.Array, v: jax.Array, ridge: jax.Array) -> tup
     The downdate divides by 1 − kᵀR_t k = 1/(1 + kᵀR_{t−1}k), which is small when a key is large against the ridge,
     and round-off grows along the reverse scan roughly like 1/λ². Measured in float32 (T = 50, d_k = 20, N(0, 1) keys,
     ‖k‖² ≈ 20): relative gradient error 6e-5 at λ = 1, 5e-3 at λ = 0.1, 8e-2 at λ = 0.03, wrong at λ = 0.01. Keep
-    λ ≳ ‖k‖²/10, or use `mesa_chunked` / `mesa_solve` (1e-5 … 1e-2 in the same cases).
+    λ ≳ ‖k‖²/10, or use `mesa_chunked` / `mesa_solve` (1e-5 … 1e-2 in the same cases). Restarting the downdates
+    from stored R every 16 steps, or reusing the forward's denominators 1 + kᵀR_{t−1}k, did not help (measured): each
+    downdate multiplies R_t's round-off by up to ‖k‖²/λ, so an exact small-λ backward needs forward recomputation.
     """
     check_mesa_inputs(q, k, v)
     return _mesa_scan(q, k, v, jnp.asarray(ridge, k.dtype))
