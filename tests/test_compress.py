@@ -51,3 +51,33 @@ def test_eta_term_alone_is_one_gd_step_from_zero():
 def test_compression_needs_an_attention_only_model(tiny_model):
     with pytest.raises(ValueError, match="attention-only model on constructed tokens"):
         compress(tiny_model, 2)
+
+
+def test_interpolated_retraining_keeps_the_frozen_heads_and_trains_the_rest():
+    """Fresh models mixed with per-member frozen compressed products: AdamW with weight decay moves the fresh part
+    and leaves the frozen products bit-identical; the mixed model equals model_from_products of the average."""
+    import functools
+
+    from mesalab.analysis.compress import Interpolated, interpolated, model_from_products
+    from mesalab.models.weights import all_ov, all_qk
+    from mesalab.train import TrainConfig, Trainer
+    from mesalab.train.engine import as_members, init_models, member_of
+
+    task = DynamicsConfig(d=D, seq_len=7)
+    trained = init_models(functools.partial(Transformer, CFG), as_members([5, 6]))  # stand-ins for trained models
+    fresh = init_models(functools.partial(Transformer, CFG), as_members([0, 1]))
+    start = interpolated(fresh, trained, 4)
+    make = lambda key: interpolated(Transformer(CFG, key=key), Transformer(CFG, key=key), 4)  # noqa: E731
+    train = TrainConfig(steps=20, batch_size=8, optimizer="adamw", lr=1e-2, weight_decay=0.1, chunk_steps=10,
+                        eval_batch_size=8)
+    res = Trainer(task, make, train, frozen=Interpolated.frozen_leaves).fit(2, init=start, progress=False)
+    np.testing.assert_array_equal(res.models.frozen_qk, start.frozen_qk)
+    np.testing.assert_array_equal(res.models.frozen_ov, start.frozen_ov)
+    assert not np.allclose(res.models.model.blocks[0].attn.W_Q, fresh.blocks[0].attn.W_Q)
+    one = member_of(start, 1)
+    avg = lambda f, frozen: 0.5 * f(one.model) + 0.5 * frozen  # noqa: E731
+    x = task.sample(jax.random.PRNGKey(3), 2).inputs
+    np.testing.assert_allclose(predict(one, x), predict(model_from_products(
+        one.model, avg(all_qk, one.frozen_qk), avg(all_ov, one.frozen_ov)), x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(one.frozen_qk, expand_blocks(compressed_scalars(member_of(trained, 1), 4)["qk"], D),
+                               rtol=1e-6)

@@ -17,10 +17,11 @@ from mesalab.tasks import DynamicsConfig
 def test_smoke_run_writes_claims_and_figures(tmp_path):
     out = run_study("mesa-reverse-engineering", "smoke", out=tmp_path / "run", progress=False)
     claims = json.loads((out / "claims.json").read_text())["claims"]
-    assert len(claims) == 8 and {c["verdict"] for c in claims} <= {"PASS", "FAIL", "NOT RUN"}
+    assert len(claims) == 9 and {c["verdict"] for c in claims} <= {"PASS", "FAIL", "NOT RUN"}
     results = json.loads((out / "results.json").read_text())
     probes = results["deep"][-1]["probes"][0]["s_next"]
     assert np.asarray(probes).shape == (3, 20)  # [embed + 2 layers, positions]
+    assert len(results["deep"][-1]["retrained"]["loss"]) == 3  # the interpolation retraining, one per seed
     for name in ("probes", "compressed", "copying", "neumann", "fewshot"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 10_000
 

@@ -83,6 +83,63 @@ def interpolate(model: Transformer, slots: int, a: float) -> Transformer:
     return model_from_products(model, mix(all_qk(model), s["qk"]), mix(all_ov(model), s["ov"]))
 
 
+class Interpolated(eqx.Module):
+    """A model whose heads average a trainable model's products with frozen ones: W_KᵀW_Q = (1 − a)·learned +
+    a·frozen, PW_V likewise (the authors' interpolation experiment, `interpolator.py`, with a = ½: each layer
+    averages the logits and outputs of learned heads and frozen CompressedAlg heads; reference/mesa.md §2.7).
+
+    Train it with `Trainer(..., frozen=Interpolated.frozen_leaves)` and `fit(init=...)` holding per-member frozen
+    products: only `model` learns. If the compressed heads capture the algorithm, the mixed model trains to the
+    trained model's loss; the sites are those of the mixed model (d_head = d_model).
+    """
+
+    model: Transformer
+    frozen_qk: jax.Array
+    frozen_ov: jax.Array
+    weight: float = eqx.field(static=True, default=0.5)
+
+    @property
+    def cfg(self):
+        return self.model.cfg
+
+    @staticmethod
+    def frozen_leaves(m: "Interpolated") -> tuple[jax.Array, jax.Array]:
+        return m.frozen_qk, m.frozen_ov
+
+    def mixed(self) -> Transformer:
+        a = self.weight
+        qk = (1 - a) * all_qk(self.model) + a * jax.lax.stop_gradient(self.frozen_qk)
+        ov = (1 - a) * all_ov(self.model) + a * jax.lax.stop_gradient(self.frozen_ov)
+        return model_from_products(self.model, qk, ov)
+
+    def __call__(self, x: jax.Array, *, interventions=None) -> jax.Array:
+        return self.mixed()(x, interventions=interventions)
+
+    def run_with_cache(self, x: jax.Array, sites="all", *, interventions=None):
+        return self.mixed().run_with_cache(x, sites, interventions=interventions)
+
+    def readout(self, out: jax.Array) -> jax.Array:
+        return self.model.readout(out)
+
+    def predict(self, x: jax.Array, *, interventions=None) -> jax.Array:
+        return self.readout(self(x, interventions=interventions))
+
+
+def interpolated(fresh: Transformer, trained: Transformer, slots: int, weight: float = 0.5) -> Interpolated:
+    """`fresh` mixed with the frozen CompressedAlg products of `trained` (either may be a stacked ensemble)."""
+    d = trained.cfg.d_model // slots
+    qk = expand_blocks(block_diagonal_means(_stacked(all_qk, trained), slots), d)
+    ov = expand_blocks(block_diagonal_means(_stacked(all_ov, trained), slots), d)
+    return Interpolated(fresh, qk, ov, weight)
+
+
+def _stacked(fn, model: Transformer) -> jax.Array:
+    """fn(model), mapped over a leading ensemble axis when the model has one."""
+    if model.blocks[0].attn.W_Q.ndim == 4:
+        return eqx.filter_vmap(fn)(model)
+    return fn(model)
+
+
 def compress(model: Transformer, slots: int) -> Transformer:
     """CompressedAlg: the model rebuilt from its block-diagonal means."""
     s = compressed_scalars(model, slots)

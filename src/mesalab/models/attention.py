@@ -47,7 +47,7 @@ class Attention(eqx.Module):
     W_Q: jax.Array
     W_K: jax.Array
     W_V: jax.Array
-    W_O: jax.Array
+    W_O: jax.Array | None
     log_ridge: jax.Array | None
     kind: str = eqx.field(static=True)
     causal: bool = eqx.field(static=True)
@@ -57,13 +57,15 @@ class Attention(eqx.Module):
 
     def __init__(self, d_model: int, n_heads: int, d_head: int, kind: str, causal: bool, keys_from: str,
                  scaled: bool, init: str, init_scale: float, mesa_ridge: float = 1.0, mesa_method: str = "scan",
-                 *, key: jax.Array):
+                 out_proj: bool = True, *, key: jax.Array):
         kq, kk, kv, ko = jax.random.split(key, 4)
         shape_in = (n_heads, d_model, d_head)
         self.W_Q = init_weight(kq, shape_in, d_model, init, init_scale)
         self.W_K = init_weight(kk, shape_in, d_model, init, init_scale)
         self.W_V = init_weight(kv, shape_in, d_model, init, init_scale)
-        self.W_O = init_weight(ko, (n_heads, d_head, d_model), n_heads * d_head, init, init_scale)
+        # Without an output projection the heads' outputs, concatenated, are added to the stream as they are
+        # (Reddy 2024's model; n_heads·d_head = d_model). `W_O` is then None and `output_matrix` the identity.
+        self.W_O = init_weight(ko, (n_heads, d_head, d_model), n_heads * d_head, init, init_scale) if out_proj else None
         self.kind, self.causal, self.keys_from, self.scaled = kind, causal, keys_from, scaled
         if kind == "mesa" and not mesa_ridge > 0:
             raise ValueError(f"mesa_ridge = {mesa_ridge!r} is not allowed; the ridge λ must be > 0")
@@ -98,7 +100,15 @@ class Attention(eqx.Module):
             pattern = scores
         pattern = hooks(prefix + "hook_pattern", pattern)
         z = hooks(prefix + "hook_z", jnp.einsum("hqk,khd->qhd", pattern, v))
-        return jnp.einsum("qhd,hdm->qm", z, self.W_O)
+        return jnp.einsum("qhd,hdm->qm", z, self.output_matrix)
+
+    @property
+    def output_matrix(self) -> jax.Array:
+        """W_O [head, d_head, d_model]; the fixed split of the identity when the layer has no output projection."""
+        if self.W_O is not None:
+            return self.W_O
+        n_heads, _, d_head = self.W_Q.shape
+        return jnp.eye(n_heads * d_head, dtype=self.W_Q.dtype).reshape(n_heads, d_head, n_heads * d_head)
 
     @property
     def ridge(self) -> jax.Array:

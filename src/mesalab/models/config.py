@@ -21,6 +21,11 @@ class TransformerConfig:
     keys_from:     "all" tokens, or "context": every token's keys and values exclude the last (query) token, as in
                    von Oswald et al. 2023, where the query reads the context but never itself.
     scale_scores:  where the 1/√d_head factor applies: "softmax" layers only, "all" layers or "none".
+    out_proj:      attention layers have an output projection W_O (False: the heads' concatenated outputs are added
+                   to the stream directly, as in Reddy 2024; needs n_heads · d_head = d_model).
+    classifier_layers: ReLU layers (width d_model, He-normal weights, one scalar bias each) applied to the final
+                   stream before the unembedding: Reddy 2024's "deep classifier" that makes in-weights learning
+                   feasible (reference/induction.md §1.3). Sites classifier.{i}.hook_post.
     d_mlp:         hidden width of the MLP after each attention (0: attention-only).
     layer_norm:    pre-LayerNorm before attention and MLP, and after the last block.
     clip:          clip the residual stream to ±clip after every block (0: off).
@@ -42,6 +47,8 @@ class TransformerConfig:
     causal: bool = True
     keys_from: str = "all"
     scale_scores: str = "softmax"
+    out_proj: bool = True
+    classifier_layers: int = 0
     d_mlp: int = 0
     mlp_activation: str = "gelu"
     layer_norm: bool = False
@@ -82,6 +89,10 @@ class TransformerConfig:
             require_positive(self, "mesa_ridge")
             require_choice(self, "mesa_method", MESA_METHODS)
         require_choice(self, "scale_scores", ("softmax", "all", "none"))
+        require(self, "out_proj", self.out_proj or self.n_heads * self.d_head == self.d_model,
+                f"True unless n_heads · d_head = d_model (here {self.n_heads} · {self.d_head} vs {self.d_model})")
+        require(self, "classifier_layers", isinstance(self.classifier_layers, int) and self.classifier_layers >= 0,
+                "an integer >= 0 (0: no classifier)")
         require(self, "d_mlp", isinstance(self.d_mlp, int) and self.d_mlp >= 0, "an integer >= 0 (0: no MLP)")
         require_choice(self, "mlp_activation", ("gelu", "relu"))
         require_nonnegative(self, "clip")

@@ -41,6 +41,20 @@ class MLP(eqx.Module):
         return hooks(prefix + "hook_post", act) @ self.W_out + self.b_out
 
 
+class ClassifierLayer(eqx.Module):
+    """relu(x W + b) with one scalar bias b for the whole layer (Reddy 2024's classifier; He-normal W)."""
+
+    W: jax.Array
+    b: jax.Array
+
+    def __init__(self, width: int, *, key: jax.Array):
+        self.W = init_weight(key, (width, width), width, "fan_in", 2.0)
+        self.b = jnp.zeros(())
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return jax.nn.relu(x @ self.W + self.b)
+
+
 class Block(eqx.Module):
     attn: Attention
     mlp: MLP | None
@@ -55,7 +69,7 @@ class Block(eqx.Module):
         # Mesa scores are never scaled: out_t must stay the ridge prediction Φ_t q_t.
         scaled = (cfg.scale_scores == "all" and kind != "mesa") or (cfg.scale_scores == "softmax" and kind == "softmax")
         self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.d_head, kind, cfg.causal, cfg.keys_from, scaled,
-                              cfg.init, cfg.init_scale, cfg.mesa_ridge, cfg.mesa_method, key=ka)
+                              cfg.init, cfg.init_scale, cfg.mesa_ridge, cfg.mesa_method, cfg.out_proj, key=ka)
         self.mlp = MLP(cfg.d_model, cfg.d_mlp, cfg.mlp_activation, cfg.init, cfg.init_scale, key=km) if cfg.d_mlp else None
         self.ln1 = eqx.nn.LayerNorm(cfg.d_model) if cfg.layer_norm else None
         self.ln2 = eqx.nn.LayerNorm(cfg.d_model) if cfg.layer_norm and cfg.d_mlp else None
@@ -92,10 +106,13 @@ class Transformer(eqx.Module):
     W_pos: jax.Array | None
     blocks: tuple[Block, ...]
     ln_final: eqx.nn.LayerNorm | None
+    classifier: tuple[ClassifierLayer, ...]
     W_U: jax.Array | None
 
     def __init__(self, cfg: TransformerConfig, *, key: jax.Array):
         ke, kp, kb, ku = jax.random.split(key, 4)
+        # The classifier's keys come from the unembedding's, so models without one draw exactly as before.
+        ku, kc = jax.random.split(ku) if cfg.classifier_layers else (ku, ku)
         self.cfg = cfg
         self.W_E = init_weight(ke, (cfg.d_in, cfg.token_width), cfg.d_in, cfg.init, cfg.init_scale) if cfg.d_in else None
         if cfg.pos_embedding == "learned":
@@ -104,6 +121,7 @@ class Transformer(eqx.Module):
             self.W_pos = None
         self.blocks = tuple(Block(cfg, i, key=k) for i, k in enumerate(jax.random.split(kb, cfg.n_layers)))
         self.ln_final = eqx.nn.LayerNorm(cfg.d_model) if cfg.layer_norm else None
+        self.classifier = tuple(ClassifierLayer(cfg.d_model, key=k) for k in jax.random.split(kc, cfg.classifier_layers))
         self.W_U = init_weight(ku, (cfg.d_model, cfg.d_out), cfg.d_model, cfg.init, cfg.init_scale) if cfg.d_out else None
 
     # ---- sites -------------------------------------------------------------------------------------------------
@@ -119,7 +137,7 @@ class Transformer(eqx.Module):
                 if suffix == "attn.hook_q_precond" and block.attn.kind != "mesa":
                     continue
                 names.append(f"blocks.{layer}.{suffix}")
-        return names
+        return names + [f"classifier.{i}.hook_post" for i in range(len(self.classifier))]
 
     # ---- forward -----------------------------------------------------------------------------------------------
     def __call__(self, x: jax.Array, *, interventions: Mapping[str, Intervention] | None = None) -> jax.Array:
@@ -170,4 +188,6 @@ class Transformer(eqx.Module):
             h = block(h, hooks, f"blocks.{layer}.", last_only and layer == last)
         if self.ln_final is not None:
             h = jax.vmap(self.ln_final)(h)
+        for i, layer in enumerate(self.classifier):
+            h = hooks(f"classifier.{i}.hook_post", layer(h))
         return h @ self.W_U if self.W_U is not None else h

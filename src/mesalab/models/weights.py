@@ -31,8 +31,8 @@ def W_V(model: Transformer, layer: int, head: int) -> jax.Array:
 
 
 def W_O(model: Transformer, layer: int, head: int) -> jax.Array:
-    """[d_head, d_model]; the papers' projection P is W_Oᵀ."""
-    return model.blocks[layer].attn.W_O[head]
+    """[d_head, d_model]; the papers' projection P is W_Oᵀ (a slice of the identity without an output projection)."""
+    return model.blocks[layer].attn.output_matrix[head]
 
 
 def qk(model: Transformer, layer: int, head: int) -> jax.Array:
@@ -52,12 +52,16 @@ def all_qk(model: Transformer) -> jax.Array:
 
 def all_ov(model: Transformer) -> jax.Array:
     """[layer, head, d_model, d_model] stack of `ov`."""
-    return jnp.stack([jnp.einsum("hmd,hdn->hnm", b.attn.W_V, b.attn.W_O) for b in model.blocks])
+    return jnp.stack([jnp.einsum("hmd,hdn->hnm", b.attn.W_V, b.attn.output_matrix) for b in model.blocks])
 
 
 def remove_head(model: Transformer, layer: int, head: int) -> Transformer:
-    """Surgery: a copy of `model` whose head writes nothing (its rows of W_O are zero)."""
-    return eqx.tree_at(lambda m: m.blocks[layer].attn.W_O, model, model.blocks[layer].attn.W_O.at[head].set(0.0))
+    """Surgery: a copy of `model` whose head writes nothing (its rows of W_O are zero; its W_V when the layer has
+    no output projection)."""
+    attn = model.blocks[layer].attn
+    if attn.W_O is None:
+        return eqx.tree_at(lambda m: m.blocks[layer].attn.W_V, model, attn.W_V.at[head].set(0.0))
+    return eqx.tree_at(lambda m: m.blocks[layer].attn.W_O, model, attn.W_O.at[head].set(0.0))
 
 
 def set_head(model: Transformer, layer: int, head: int, *, W_Q=None, W_K=None, W_V=None, W_O=None) -> Transformer:
@@ -66,6 +70,9 @@ def set_head(model: Transformer, layer: int, head: int, *, W_Q=None, W_K=None, W
     for name, new in (("W_Q", W_Q), ("W_K", W_K), ("W_V", W_V), ("W_O", W_O)):
         if new is not None:
             old = getattr(attn, name)
+            if old is None:
+                raise ValueError(f"set_head: layer {layer} has no output projection (TransformerConfig.out_proj = "
+                                 "False), so W_O cannot be set")
             if new.shape != old.shape[1:]:
                 raise ValueError(f"set_head: {name} must have shape {old.shape[1:]}, got {tuple(new.shape)}")
             attn = eqx.tree_at(lambda a, n=name: getattr(a, n), attn, old.at[head].set(new))

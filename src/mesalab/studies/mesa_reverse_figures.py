@@ -31,17 +31,31 @@ def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
                       "Left: R² of s_{t+1} and of the preconditioned input should rise from the embedding to the last "
                       "layer. Right: at the last layer they should rise with the number of tokens seen."))
 
-    f, ax = fig.new_axes("mix a (0 = trained products, 1 = CompressedAlg)", "test loss (mean over positions)",
-                         "Compressed algorithms")
+    with plt.rc_context(fig.STYLE):
+        f, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for part in r["deep"]:
         curve = np.median(np.asarray(part["interpolation"]), 0)
         a = np.linspace(0, 1, curve.size)
         ax.plot(a, curve, "o-", label=f"{part['layers']} layers: {part['params']} → {part['compressed_params']} params")
+    ax.set(xlabel="mix a (0 = trained products, 1 = CompressedAlg)", ylabel="test loss (mean over positions)",
+           title="Static interpolation")
     ax.legend()
+    if "retrained" in deep:
+        re = deep["retrained"]
+        for i, curve in enumerate(re["test_loss"]):
+            ax2.plot(re["steps"], curve, color="tab:purple", alpha=0.7, label="retrained ½ learned + ½ frozen" if i == 0
+                     else None)
+        ax2.axhline(np.median(deep["loss"]), color="black", ls="--", label="trained model (median seed)")
+        ax2.axhline(np.median(deep["compressed_loss"]), color="tab:green", ls=":", label="CompressedAlg (median)")
+        ax2.set(xlabel="step", ylabel="test loss", title=f"Retraining with frozen compressed heads, {deep['layers']} "
+                "layers")
+        ax2.legend()
     fig.save(f, ctx.figures_dir / "compressed.png")
     out.append(Figure("compressed.png", "Trained against compressed weights",
-                      "Loss along the straight path between each model's products and their block-diagonal means; "
-                      "a flat line means the 16 + 16 scalars per head carry what the model computes."))
+                      "Left: loss along the straight path between each model's products and their block-diagonal "
+                      "means; a flat line means the 16 + 16 scalars per head carry what the model computes. Right: a "
+                      "fresh model whose heads average their own products with the frozen compressed ones, trained "
+                      "with the original budget (the authors' interpolation experiment)."))
 
     raw = r["raw"]
     with plt.rc_context(fig.STYLE):

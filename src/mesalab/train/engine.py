@@ -100,12 +100,16 @@ class Trainer:
     on_divergence: "stop" raises TrainingDiverged naming the member, step and metric; "freeze" keeps a diverged
                 member at its last finite weights for the rest of training (its `alive` metric drops to 0) while
                 the others train on — what a sweep over learning rates needs.
+    frozen:     optional `where` function in the style of eqx.tree_at, model -> the array leaves (or subtrees) that
+                training must leave exactly as they are (e.g. frozen compressed heads mixed into a fresh model).
+                Their updates are zeroed after the optimizer, so weight decay leaves them alone too.
     """
 
     def __init__(
         self, task: Any, make_model: Callable[..., Any], train: TrainConfig, *,
         loss_fn: LossFn | None = None, metrics_fn: MetricsFn | None = None,
         interventions: Mapping[str, Intervention] | None = None, on_divergence: str = "stop",
+        frozen: Callable[[Any], Any] | None = None,
     ):
         if on_divergence not in ("stop", "freeze"):
             raise ConfigError(f"on_divergence = {on_divergence!r} is not allowed; expected 'stop' or 'freeze'")
@@ -114,7 +118,13 @@ class Trainer:
         self.loss_fn, self.metrics_fn = loss_fn or default_loss(task), metrics_fn
         self.interventions = dict(interventions or {})
         self.tx = direction(train)
-        self._static = eqx.partition(eqx.filter_eval_shape(make_model, key=jax.random.PRNGKey(0)), is_array_or_shape)[1]
+        shapes, self._static = eqx.partition(eqx.filter_eval_shape(make_model, key=jax.random.PRNGKey(0)),
+                                             is_array_or_shape)
+        self.frozen = frozen
+        # 1.0 for trained leaves, 0.0 for frozen ones (None when nothing is frozen).
+        self._train_mask = None if frozen is None else eqx.tree_at(
+            frozen, jax.tree_util.tree_map(lambda _: 1.0, shapes),
+            replace_fn=lambda sub: jax.tree_util.tree_map(lambda _: 0.0, sub))
         self._chunks: dict[tuple[int, int], Callable] = {}
         self._act_bytes: int | None = None
         self.check_shapes()
@@ -140,8 +150,8 @@ class Trainer:
         self._eval = jax.jit(jax.vmap(self._evaluate_member, in_axes=(0, 0, None)))
 
     # ---- state -------------------------------------------------------------------------------------------------
-    def init_state(self, members: Sequence[Member]) -> dict[str, Any]:
-        models = init_models(self.make_model, members)
+    def init_state(self, members: Sequence[Member], init: Any = None) -> dict[str, Any]:
+        models = init_models(self.make_model, members) if init is None else init
         params = eqx.filter(models, eqx.is_array)
         opt = jax.vmap(self.tx.init)(params)
         data_keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(m.seed), 1) for m in members])
@@ -156,7 +166,7 @@ class Trainer:
     # ---- compiled programs -------------------------------------------------------------------------------------
     def _member_chunk(self, n_steps: int):
         static, tx, cfg, ivs = self._static, self.tx, self.cfg, self.interventions
-        freeze = self.on_divergence == "freeze"
+        freeze, mask = self.on_divergence == "freeze", self._train_mask
 
         def run(params, opt, key, alive, lr, task):
             def step(carry, _):
@@ -165,6 +175,8 @@ class Trainer:
                 batch = task.sample(sub, cfg.batch_size)
                 loss, grads = jax.value_and_grad(lambda p: self.loss_fn(eqx.combine(p, static), batch, ivs))(params)
                 updates, new_opt = tx.update(grads, opt, params)
+                if mask is not None:
+                    updates = jax.tree_util.tree_map(lambda u, m: u * m, updates, mask)
                 new_params = jax.tree_util.tree_map(lambda p, u: p - lr * u, params, updates)
                 if freeze:  # a diverged member keeps its last finite state from then on
                     alive = alive & jnp.isfinite(loss)
@@ -217,15 +229,20 @@ class Trainer:
     def fit(
         self, seeds: int | Sequence[int] | Sequence[Member] = 1, *, checkpoint_dir: str | Path | None = None,
         resume: bool = False, progress: bool = True, eval_seed: int = 12345, stop_after: int | None = None,
+        init: Any = None,
     ) -> TrainResult:
         """Train the ensemble. With `checkpoint_dir`, a checkpoint is written at every chunk boundary; with
         `resume`, training continues from it and ends with the same numbers as an uninterrupted run.
-        `stop_after` ends early after that many steps (a chunk boundary), as if the process had been killed."""
+        `stop_after` ends early after that many steps (a chunk boundary), as if the process had been killed.
+        `init`: stacked models (leading member axis, structured as make_model's) to start from instead of fresh
+        ones — continued training, or fresh parts combined with per-member frozen ones."""
         members = as_members(seeds)
         lrs, tasks = self.member_arrays(members)
-        state, step, records, seconds_before = self.init_state(members), 0, [], 0.0
+        if init is not None:
+            self._check_init(init, len(members))
+        state, step, records, seconds_before = self.init_state(members, init), 0, [], 0.0
         ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-        header = self._header(members, eval_seed)
+        header = self._header(members, eval_seed, init)
         if resume and ckpt is not None and ckpt.exists():
             state, step, records, seconds_before = self._restore(ckpt, state, header)
         eval_key = jax.random.PRNGKey(eval_seed)
@@ -261,8 +278,18 @@ class Trainer:
         # Seconds spent training, summed over the interrupted sessions of a resumed run.
         return TrainResult(models, history, step, members, seconds_before + time.perf_counter() - t0)
 
+    def _check_init(self, init: Any, n_members: int) -> None:
+        want = jax.tree_util.tree_structure(eqx.filter(eqx.filter_eval_shape(self.make_model, key=jax.random.PRNGKey(0)),
+                                                       is_array_or_shape))
+        got = jax.tree_util.tree_structure(eqx.filter(init, eqx.is_array))
+        if want != got:
+            raise ConfigError("fit(init=...) must be stacked models built like make_model's; the structures differ")
+        sizes = {a.shape[0] for a in jax.tree_util.tree_leaves(eqx.filter(init, eqx.is_array))}
+        if sizes != {n_members}:
+            raise ConfigError(f"fit(init=...) has leading axes {sorted(sizes)}; expected {n_members} (one per member)")
+
     # ---- checkpoints -------------------------------------------------------------------------------------------
-    def _header(self, members: Sequence[Member], eval_seed: int) -> dict[str, Any]:
+    def _header(self, members: Sequence[Member], eval_seed: int, init: Any = None) -> dict[str, Any]:
         model_cfg = getattr(self._static, "cfg", None)
         return {
             # What else decides the numbers, so that a resume with other interventions or losses is refused.
@@ -272,6 +299,9 @@ class Trainer:
                 "loss_fn": _qualname(self.loss_fn), "metrics_fn": _qualname(self.metrics_fn), "eval_seed": eval_seed,
                 "model_factory": _qualname(self.make_model) if model_cfg is None else None,
                 "on_divergence": self.on_divergence,
+                # Only when used, so checkpoints written before these options existed still resume.
+                **({"frozen": _qualname(self.frozen)} if self.frozen is not None else {}),
+                **({"init": _digest(eqx.filter(init, eqx.is_array))} if init is not None else {}),
             },
             "task": json.loads(to_json(self.task)),
             "model": json.loads(to_json(model_cfg)) if model_cfg is not None else None,
