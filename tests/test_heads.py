@@ -76,3 +76,14 @@ def test_cross_entropy_and_accuracy_under_the_mask():
     np.testing.assert_allclose(masked_cross_entropy(logits, target, jnp.array([[1.0, 1.0]])),
                                -(np.log(0.7) + np.log(0.1)) / 2, rtol=1e-6)
     np.testing.assert_allclose(masked_accuracy(logits, target, jnp.array([[1.0, 1.0]])), 0.5)
+
+
+def test_copying_score_on_a_subset_of_tokens():
+    """Copying labels while suppressing items: positive on the labels, whatever the whole vocabulary says."""
+    cfg = TransformerConfig(d_model=6, n_layers=1, n_heads=1, d_head=6, attention="softmax", d_in=6, d_out=6)
+    model = Transformer(cfg, key=jax.random.PRNGKey(0))
+    ov = jnp.diag(jnp.array([-3.0, -3.0, -3.0, -3.0, 1.0, 1.0]))  # items 0–3 suppressed, labels 4–5 copied
+    model = eqx.tree_at(lambda m: (m.W_E, m.W_U, m.blocks[0].attn.W_V, m.blocks[0].attn.W_O), model,
+                        (jnp.eye(6), jnp.eye(6), ov[None], jnp.eye(6)[None]))
+    assert float(copying_score(model, 0, 0)) < 0
+    assert float(copying_score(model, 0, 0, jnp.array([4, 5]))) == pytest.approx(1.0, abs=1e-6)

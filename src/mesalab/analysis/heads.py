@@ -56,18 +56,26 @@ def prefix_matching_score(pattern: jax.Array, tokens: jax.Array) -> jax.Array:
     return jnp.sum(mass * has, axis=(0, 2)) / jnp.maximum(jnp.sum(has, axis=(0, 2)), 1.0)
 
 
-def copying_score(model, layer: int, head: int) -> jax.Array:
+def copying_score(model, layer: int, head: int, tokens=None) -> jax.Array:
     """Σλ / Σ|λ| of the head's OV circuit from tokens to logits, W_E W_V W_O W_U (row convention), in [−1, 1].
 
-    The direct path only: positions, other layers and any classifier layers are left out. The non-zero eigenvalues
-    of the [vocab, vocab] circuit are those of the [d_model, d_model] product W_V W_O W_U W_E, decomposed here."""
+    tokens: restrict the circuit to these token ids (rows and columns), e.g. the labels a task copies; a model
+    trained to never output some tokens (the items of a copying task) suppresses them through every path, which
+    would swamp the score of the whole vocabulary. The direct path only: positions, other layers and any
+    classifier layers are left out. For the whole vocabulary the non-zero eigenvalues of the [vocab, vocab] circuit
+    are those of the [d_model, d_model] product W_V W_O W_U W_E, which is what is decomposed then."""
     if model.W_E is None or model.W_U is None:
         raise ValueError("copying_score needs a model with an input embedding and an unembedding (TransformerConfig "
                          "d_in and d_out)")
     attn = model.blocks[layer].attn
     d_model = attn.W_V.shape[1]
     embed = jnp.pad(model.W_E, ((0, 0), (0, d_model - model.W_E.shape[1])))  # a concatenated position code reads 0
-    eig = jnp.linalg.eigvals(attn.W_V[head] @ attn.output_matrix[head] @ model.W_U @ embed)
+    ov = attn.W_V[head] @ attn.output_matrix[head]
+    if tokens is None:
+        eig = jnp.linalg.eigvals(ov @ model.W_U @ embed)
+    else:
+        tokens = jnp.asarray(tokens)
+        eig = jnp.linalg.eigvals(embed[tokens] @ ov @ model.W_U[:, tokens])
     return jnp.sum(eig.real) / jnp.maximum(jnp.sum(jnp.abs(eig)), 1e-30)
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from mesalab.studies import gd_equivalence, mesa_dynamics, mesa_reverse
+from mesalab.studies import gd_equivalence, induction_classification, induction_heads, mesa_dynamics, mesa_reverse
 
 STUDIES: dict[str, ModuleType] = {gd_equivalence.NAME: gd_equivalence, mesa_dynamics.NAME: mesa_dynamics,
-                                 mesa_reverse.NAME: mesa_reverse}
+                                 mesa_reverse.NAME: mesa_reverse, induction_classification.NAME: induction_classification,
+                                 induction_heads.NAME: induction_heads}
 DEFAULT_STUDY = gd_equivalence.NAME
 
 

@@ -1,0 +1,105 @@
+"""Figures of the induction-classification study."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mesalab import figures as fig
+from mesalab.studies.induction_heads_figures import _band
+from mesalab.studies.protocol import Figure, RunContext
+
+
+def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
+    import matplotlib.pyplot as plt
+
+    from mesalab.studies.induction_heads import accuracy_transitions
+
+    main, n = r["main"], cfg.n_pairs
+    ic = {"steps": main["steps"], "curves": {"accuracy": main["curves"]["ic_accuracy"]}}
+    windows = [(t.t10, t.t90) for t in accuracy_transitions(ic, 1 / n) if np.isfinite(t.t10)]
+    out = []
+
+    with plt.rc_context(fig.STYLE):
+        f, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for metric, label, color in (("ic_accuracy", "IC (novel classes)", "tab:blue"),
+                                 ("ic2_accuracy", "IC2 (labels swapped)", "tab:purple"),
+                                 ("iw_accuracy", "IW (in weights)", "tab:orange")):
+        _band(ax1, main, metric, label, color)
+    if "control" in r:
+        _band(ax1, r["control"], "ic_accuracy", f"IC with L = N = {n}", "tab:gray")
+    for level, text in ((1 / n, "1/N"), (1 / cfg.n_labels, "1/L")):
+        ax1.axhline(level, color="black", ls=":", lw=1)
+        ax1.text(0, level, text, va="bottom", fontsize=8)
+    for lo, hi in windows:
+        ax1.axvspan(lo, hi, color="tab:blue", alpha=0.08)
+    ax1.set(xlabel="step", ylabel="accuracy", title="Test sets over training (shaded: each seed's jump)")
+    ax1.legend(fontsize=8)
+    for metric, label, color in (("ila1", "ILA1: label → its item, layer 1", "tab:orange"),
+                                 ("tila2", "TILA2: query → matching label, layer 2", "tab:red"),
+                                 ("tla2", "TLA2: query → all labels, layer 2", "tab:green"),
+                                 ("cla", "CLA: probability on context labels", "tab:brown")):
+        _band(ax2, main, metric, label, color)
+    for lo, hi in windows:
+        ax2.axvspan(lo, hi, color="tab:blue", alpha=0.08)
+    ax2.set(xlabel="step", ylabel="value", title="Progress measures on IC")
+    ax2.legend(fontsize=8)
+    fig.save(f, ctx.figures_dir / "training.png")
+    out.append(Figure("training.png", "Accuracy and progress measures over training",
+                      "IC accuracy should creep from 1/L toward 1/N, then jump (shaded); the L = N control should stay "
+                      "at 1/N. Progress measures should start moving before the jump."))
+
+    maps = main["patterns"]
+    with plt.rc_context(fig.STYLE):
+        f, axes = plt.subplots(2, 2, figsize=(8, 7.5))
+    size = len(maps["initial"][0])
+    ticks = [f"x{i // 2 + 1}" if i % 2 == 0 else f"ℓ{i // 2 + 1}" for i in range(size - 1)] + ["x_q"]
+    for row, name in enumerate(("initial", "trained")):
+        for layer in range(2):
+            ax = axes[row, layer]
+            ax.imshow(np.asarray(maps[name][layer]), cmap="Blues", vmin=0, vmax=1)
+            ax.set_xticks(range(size), ticks, fontsize=6, rotation=90)
+            ax.set_yticks(range(size), ticks, fontsize=6)
+            ax.grid(False)
+            ax.set(title=f"{name}, layer {layer + 1}", xlabel="key", ylabel="query")
+    fig.save(f, ctx.figures_dir / "attention.png")
+    match = [i for i, lab in enumerate(maps["labels"]) if lab == maps["target"]]
+    out.append(Figure("attention.png", "Attention before and after the transition (seed 0, one IC sequence)",
+                      "After training, layer 1 should send each label's attention to its item, and layer 2 the "
+                      f"query's to the matching label (here ℓ{', ℓ'.join(str(i + 1) for i in match)})."))
+
+    if r["burst"]:
+        f, ax = fig.new_axes("burstiness B (0: non-bursty)", "final accuracy", "Burstiness trades IWL for ICL")
+        bs = [p["burstiness"] for p in r["burst"]]
+        for metric, label, color in (("ic_accuracy", "IC", "tab:blue"), ("iw_accuracy", "IW", "tab:orange")):
+            vals = [np.asarray([c[-1] for c in p["curves"][metric]]) for p in r["burst"]]
+            ax.errorbar(bs, [v.mean() for v in vals], yerr=[v.std() for v in vals], marker="o", color=color,
+                        label=label, capsize=3)
+        ax.set_xticks(bs)
+        ax.legend()
+        fig.save(f, ctx.figures_dir / "burstiness.png")
+        out.append(Figure("burstiness.png", "Data dependence: burstiness",
+                          "IC accuracy should rise with B and IW accuracy fall (mean ± std over seeds)."))
+
+    ph = r["phenomenology"]
+    with plt.rc_context(fig.STYLE):
+        f, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    cs = ax1.contourf(ph["xis"], ph["alphas"], np.asarray(ph["landscape"]), levels=30, cmap="viridis")
+    f.colorbar(cs, ax=ax1, label="loss")
+    path = np.asarray(ph["flows"]["l_gt_n"]["params"])
+    ax1.plot(path[:, 2], path[:, 1], color="white", lw=1.5, label="gradient flow (β free)")
+    ax1.set(xlabel="ξ (classifier overlap)", ylabel="α (match strength)", title="Three-logit landscape at β = 2",
+            xlim=(0, max(ph["xis"])), ylim=(0, max(ph["alphas"])))
+    ax1.legend(fontsize=8)
+    for key, color in (("l_gt_n", "tab:blue"), ("l_eq_n", "tab:gray")):
+        flow = ph["flows"][key]
+        ax2.plot(flow["time"], flow["loss"], color=color, label=f"L = {flow['n_labels']}, N = {n}")
+    ax2.set(xlabel="time (gradient flow)", ylabel="loss", title="Plateau, cliff and the L = N saddle")
+    ax2.legend()
+    fig.save(f, ctx.figures_dir / "phenomenology.png")
+    out.append(Figure("phenomenology.png", "The phenomenological model",
+                      "Left: the loss over (ξ, α) with the flow's path from the origin (β moves too, so the path is a "
+                      "projection). Right: from the origin the L > N loss plateaus, then falls off a cliff; with L = N "
+                      "it never moves."))
+    return out
