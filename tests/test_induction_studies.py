@@ -31,7 +31,7 @@ def test_induction_heads_smoke(tmp_path):
 def test_induction_classification_smoke(tmp_path):
     out = run_study("induction-classification", "smoke", out=tmp_path / "run", progress=False)
     claims, results = _claims_and_results(out)
-    assert len(claims) == 8 and {c["verdict"] for c in claims} <= {"PASS", "FAIL"}
+    assert len(claims) == 10 and {c["verdict"] for c in claims} <= {"PASS", "FAIL"}
     main = results["main"]["curves"]
     assert set(main) >= {"ic_accuracy", "ic2_accuracy", "iw_accuracy", "ila1", "tila2", "tla2", "cla"}
     for acc in ("ic_accuracy", "iw_accuracy"):
@@ -39,7 +39,9 @@ def test_induction_classification_smoke(tmp_path):
     assert results["control"]["n_labels"] == 4  # L = N
     # The L = N saddle of the phenomenological model is exact: its claim cannot fail at any scale.
     assert claims[-1]["verdict"] == "PASS"
-    for name in ("training", "attention", "burstiness", "phenomenology"):
+    assert set(results["phase"]) == {"classes", "eps", "zipf_alpha"}
+    assert np.asarray(results["phase"]["eps"]["ic"]).shape == (2, 1)  # [value, seed]
+    for name in ("training", "attention", "burstiness", "phase", "phenomenology"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 10_000
 
 

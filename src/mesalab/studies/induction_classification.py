@@ -34,7 +34,7 @@ from mesalab.studies.induction_heads import accuracy_transitions, finite_median,
 from mesalab.studies.protocol import Claim, Experiment, RunContext, measured_claim
 from mesalab.tasks.classification import ClassificationConfig, eval_sets
 from mesalab.train import TrainConfig, Trainer
-from mesalab.train.engine import member_of
+from mesalab.train.engine import Member, member_of
 
 NAME = "induction-classification"
 SUMMARY = "bursty in-context classification: abrupt induction heads, L = N, burstiness, a three-logit model"
@@ -56,7 +56,10 @@ EVAL_SETS = ("ic", "ic2", "iw")
 class Config:
     """Task (main part): n_classes K, n_labels L, n_pairs N, dim D, max_pairs Nmax, eps, burstiness B, p_bursty,
     p_novel. Training: optimizer ("adam" or "sgd"), lr, weight_decay, steps, batch_size, chunk_steps (metric
-    resolution), eval_size (sequences per test set), seeds. burst_*: the burstiness sweep (p_novel = 0)."""
+    resolution), eval_size (sequences per test set), seeds. burst_*: the burstiness sweep (p_novel = 0, B =
+    burst_values, K = burst_classes). phase_*: the other phase-diagram axes around the burstiness sweep's task at
+    B = phase_burstiness: a second K row (phase_classes × burst_values), ε ∈ phase_eps and Zipf α ∈ phase_alpha (ε and
+    α are per-member task values, so each of those sweeps is one vmapped ensemble)."""
 
     n_classes: int = 256
     n_labels: int = 32
@@ -80,16 +83,26 @@ class Config:
     burst_classes: int = 512
     burst_seeds: int = 2
     burst_steps: int = 3000
+    phase_classes: int = 128
+    phase_burstiness: int = 2
+    phase_eps: tuple[float, ...] = (0.0, 0.2, 0.8, 3.2)
+    phase_alpha: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5)
+    phase_seeds: int = 2
+    phase_steps: int = 2000
 
     def __post_init__(self) -> None:
         require_positive(self, "lr", "steps", "batch_size", "chunk_steps", "eval_size", "seeds", "burst_seeds",
-                         "burst_steps")
+                         "burst_steps", "phase_seeds", "phase_steps")
+        require(self, "phase_eps", all(e >= 0 for e in self.phase_eps), "a tuple of noise levels >= 0")
+        require(self, "phase_alpha", all(a >= 0 for a in self.phase_alpha), "a tuple of Zipf exponents >= 0")
         require_choice(self, "optimizer", ("adam", "sgd"))
         require(self, "burst_values", all(isinstance(b, int) and b >= 0 for b in self.burst_values),
                 "a tuple of burstiness values >= 0 (0: non-bursty), possibly empty")
         self.task()  # validates the task fields (B dividing N, K a multiple of L, ...)
         for b in self.burst_values:
             self.burst_task(b)
+            self.burst_task(b, self.phase_classes)
+        self.burst_task(self.phase_burstiness)
 
     def task(self) -> ClassificationConfig:
         """The main part's task."""
@@ -99,9 +112,9 @@ class Config:
         """The main task with L = N."""
         return _task(self, n_labels=self.n_pairs)
 
-    def burst_task(self, b: int) -> ClassificationConfig:
-        """The burstiness sweep's task at burstiness b (no novel classes)."""
-        return _task(self, n_classes=self.burst_classes, burstiness=b, p_novel=0.0)
+    def burst_task(self, b: int, classes: int | None = None) -> ClassificationConfig:
+        """The burstiness sweep's task at burstiness b (no novel classes), with burst_classes classes unless told."""
+        return _task(self, n_classes=classes or self.burst_classes, burstiness=b, p_novel=0.0)
 
 
 def _task(cfg: Config, **changes) -> ClassificationConfig:
@@ -113,13 +126,14 @@ def _task(cfg: Config, **changes) -> ClassificationConfig:
 
 PRESETS = {
     "smoke": Config(n_classes=64, n_labels=16, n_pairs=4, dim=15, max_pairs=4, steps=60, chunk_steps=20,
-                    eval_size=64, seeds=4, burst_values=(0, 2), burst_classes=64, burst_seeds=1, burst_steps=40),
+                    eval_size=64, seeds=4, burst_values=(0, 2), burst_classes=64, burst_seeds=1, burst_steps=40,
+                    phase_classes=32, phase_eps=(0.0, 0.8), phase_alpha=(0.0, 1.0), phase_seeds=1, phase_steps=40),
     "cpu": Config(),
     # The author's setting: D = 63, Nmax = 32 (128-wide tokens), plain SGD at 0.01 with decay 1e-6 per step, 150k
     # steps, 6 seeds (a GPU setting).
     "paper": Config(dim=63, max_pairs=32, optimizer="sgd", lr=0.01, weight_decay=1e-4, steps=150_000,
                     chunk_steps=1000, eval_size=10_000, seeds=6, burst_classes=512, burst_seeds=6,
-                    burst_steps=150_000),
+                    burst_steps=150_000, phase_seeds=6, phase_steps=150_000),
 }
 
 
@@ -155,11 +169,13 @@ def eval_metrics(task: ClassificationConfig, size: int, model, batch, interventi
     return out
 
 
-def train_part(cfg: Config, ctx: RunContext, part: str, task: ClassificationConfig, seeds: int, steps: int,
-               maps: bool = False) -> dict[str, Any]:
+def train_part(cfg: Config, ctx: RunContext, part: str, task: ClassificationConfig, seeds: int | list[Member],
+               steps: int, maps: bool = False) -> dict[str, Any]:
+    """Train an ensemble (seeds, or Members with their own task values) and collect its metric curves."""
     trainer = Trainer(task, functools.partial(Transformer, model_of(cfg, task)), training(cfg, steps),
                       metrics_fn=functools.partial(eval_metrics, task, cfg.eval_size))
     res = trainer.fit(seeds, checkpoint_dir=ctx.checkpoint_dir(part), resume=ctx.resume, progress=ctx.progress)
+    seeds = len(res.members)
     ctx.add_metrics(res.history, part)
     hist = res.history
     curves = {m: [hist[(hist.metric == m) & (hist.member == i)].sort_values("step").value.tolist()
@@ -183,6 +199,30 @@ def attention_maps(cfg: Config, task: ClassificationConfig, models) -> dict[str,
     return out
 
 
+def phase_diagrams(cfg: Config, ctx: RunContext) -> dict[str, Any]:
+    """Final IC and IW accuracy [value, seed] along K × B (a second K row) and along ε and α at B = phase_burstiness."""
+    out: dict[str, Any] = {}
+    if cfg.phase_classes != cfg.burst_classes and cfg.burst_values:
+        row = [train_part(cfg, ctx, f"phase-k{cfg.phase_classes}-b{b}", cfg.burst_task(b, cfg.phase_classes),
+                          cfg.phase_seeds, cfg.phase_steps) for b in cfg.burst_values]
+        out["classes"] = {"n_classes": cfg.phase_classes, "burstiness": list(cfg.burst_values),
+                          **{k: [_finals(p, f"{k}_accuracy") for p in row] for k in ("ic", "iw")}}
+    base = cfg.burst_task(cfg.phase_burstiness)
+    for field, values in (("eps", cfg.phase_eps), ("zipf_alpha", cfg.phase_alpha)):
+        if not values:
+            continue
+        members = [Member(seed, task={field: float(v)}) for v in values for seed in range(cfg.phase_seeds)]
+        part = train_part(cfg, ctx, f"phase-{field}", base, members, cfg.phase_steps)
+        out[field] = {"values": list(values), **{
+            k: np.asarray(_finals(part, f"{k}_accuracy")).reshape(len(values), cfg.phase_seeds).tolist()
+            for k in ("ic", "iw")}}
+    return out
+
+
+def _finals(part: dict[str, Any], metric: str) -> list[float]:
+    return [c[-1] for c in part["curves"][metric]]
+
+
 def phenomenology(cfg: Config) -> dict[str, Any]:
     """Gradient flow of the three-logit model from the origin for L > N and L = N, and its (α, ξ) landscape."""
     n, big = cfg.n_pairs, cfg.n_labels
@@ -204,6 +244,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         out["control"] = train_part(cfg, ctx, "control-l-eq-n", cfg.control_task(), cfg.seeds, cfg.steps)
     out["burst"] = [train_part(cfg, ctx, f"burst-{b}", cfg.burst_task(b), cfg.burst_seeds, cfg.burst_steps)
                     for b in cfg.burst_values]
+    out["phase"] = phase_diagrams(cfg, ctx)
     out["phenomenology"] = phenomenology(cfg)
     out["notes"] = notes(cfg)
     return out
@@ -218,8 +259,11 @@ def notes(cfg: Config) -> list[str]:
                    "`--scale paper` runs that (a GPU setting).")
     out.append("The plateau is read from IC accuracy clamped at 1/N: the slow rise from 1/L toward 1/N (picking "
                "context labels) counts as plateau, the jump above 1/N as the transition.")
-    out.append("Phase diagrams over K × B, Zipf α and ε are not part of this run yet; the burstiness sweep is the "
-               "one data-dependence axis measured.")
+    out.append(f"Phase diagrams: K ∈ {{{cfg.burst_classes}, {cfg.phase_classes}}} × B ∈ {list(cfg.burst_values)}; ε ∈ "
+               f"{list(cfg.phase_eps)} and α ∈ {list(cfg.phase_alpha)} at K = {cfg.burst_classes}, B = "
+               f"{cfg.phase_burstiness}, p_C = 0 ({cfg.phase_seeds} seeds, {cfg.phase_steps} steps for the extra "
+               "points). With α > 0 and the reference's uniform choice of classes in bursty sequences, α shapes only "
+               "the query and context of non-bursty sequences, i.e. the IW test set.")
     return out
 
 
@@ -287,6 +331,28 @@ def claims(cfg: Config, r: dict[str, Any]) -> list[Claim]:
         rows.append(measured_claim(
             "in-weights accuracy falls with burstiness: Spearman ρ of final IW accuracy against B", src,
             "IWL falls with burstiness", [rho_iw], f"≤ −{MONOTONE}", rho_iw <= -MONOTONE, detail))
+
+    phase = r.get("phase", {})
+    if "classes" in phase and len(r["burst"]) >= 1:
+        bursty = [i for i, b in enumerate(phase["classes"]["burstiness"]) if b > 0]
+        big = np.mean([[c[-1] for c in r["burst"][i]["curves"]["ic_accuracy"]] for i in bursty])
+        small = np.mean([phase["classes"]["ic"][i] for i in bursty])
+        k_big, k_small = cfg.burst_classes, phase["classes"]["n_classes"]
+        gain = (big - small) if k_big > k_small else (small - big)
+        rows.append(measured_claim(
+            f"in-context accuracy rises with the number of classes K: mean final IC accuracy over B > 0 at K = "
+            f"{max(k_big, k_small)} minus K = {min(k_big, k_small)} ({cfg.phase_seeds} seeds at the extra K)", src,
+            "ICL rises with the number of classes (Chan et al. 2022)", [gain], "> 0", gain > 0,
+            f"K = {k_big}: {big:.3f}; K = {k_small}: {small:.3f}"))
+    if "eps" in phase and len(phase["eps"]["values"]) >= 2:
+        ic_e = np.asarray(phase["eps"]["ic"]).mean(1)
+        rho = _spearman(phase["eps"]["values"], ic_e)
+        rows.append(measured_claim(
+            f"in-context accuracy rises with within-class noise ε: Spearman ρ of final IC accuracy against ε "
+            f"({cfg.phase_seeds} seeds per value)", src, "ICL rises with within-class variation (Chan et al. 2022)",
+            [rho], f"≥ {MONOTONE}", rho >= MONOTONE,
+            "ε: " + ", ".join(f"{e:g}: IC {a:.3f} / IW {w:.3f}" for e, a, w in zip(
+                phase["eps"]["values"], ic_e, np.asarray(phase["eps"]["iw"]).mean(1)))))
 
     ph = r["phenomenology"]
     gt, eq = ph["flows"]["l_gt_n"], ph["flows"]["l_eq_n"]

@@ -82,6 +82,10 @@ def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
         out.append(Figure("burstiness.png", "Data dependence: burstiness",
                           "IC accuracy should rise with B and IW accuracy fall (mean ± std over seeds)."))
 
+    phase = r.get("phase", {})
+    if phase:
+        out.append(_phase_figure(cfg, r, phase, ctx))
+
     ph = r["phenomenology"]
     with plt.rc_context(fig.STYLE):
         f, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -103,3 +107,40 @@ def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
                       "projection). Right: from the origin the L > N loss plateaus, then falls off a cliff; with L = N "
                       "it never moves."))
     return out
+
+
+def _phase_figure(cfg: Any, r: dict[str, Any], phase: dict[str, Any], ctx: RunContext) -> Figure:
+    import matplotlib.pyplot as plt
+
+    with plt.rc_context(fig.STYLE):
+        f, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    if "classes" in phase and r["burst"]:
+        bs = phase["classes"]["burstiness"]
+        ks = [cfg.burst_classes, phase["classes"]["n_classes"]]
+        for ax, key, title in ((axes[0], "ic", "IC accuracy"), (axes[1], "iw", "IW accuracy")):
+            grid = np.asarray([[np.mean([c[-1] for c in p["curves"][f"{key}_accuracy"]]) for p in r["burst"]],
+                               [np.mean(v) for v in phase["classes"][key]]])
+            im = ax.imshow(grid, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+            for (i, j), v in np.ndenumerate(grid):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black", fontsize=8)
+            ax.set_xticks(range(len(bs)), [str(b) for b in bs])
+            ax.set_yticks(range(2), [str(k) for k in ks])
+            ax.grid(False)
+            ax.set(xlabel="burstiness B", ylabel="classes K", title=f"{title}, K × B")
+        f.colorbar(im, ax=axes[1])
+    for ax, field, label in ((axes[2], "eps", "within-class noise ε"), (axes[3], "zipf_alpha", "Zipf exponent α")):
+        if field not in phase:
+            ax.set_visible(False)
+            continue
+        values = phase[field]["values"]
+        for key, color in (("ic", "tab:blue"), ("iw", "tab:orange")):
+            v = np.asarray(phase[field][key])
+            ax.errorbar(values, v.mean(1), yerr=v.std(1), marker="o", capsize=3, color=color, label=key.upper())
+        ax.set(xlabel=label, ylabel="final accuracy", title=f"B = {cfg.phase_burstiness}, K = {cfg.burst_classes}",
+               ylim=(-0.05, 1.05))
+        ax.legend()
+    fig.save(f, ctx.figures_dir / "phase.png")
+    return Figure("phase.png", "Phase diagrams: classes × burstiness, noise ε and Zipf α",
+                  "Final IC and IW accuracy (mean over seeds). Chan et al. find ICL rising with B, K and ε, IWL falling "
+                  "with B, and a Zipf exponent near 1 allowing both. Test sets use the base task's ε and uniform "
+                  "classes, so these curves show what the training distribution does to fixed abilities.")
