@@ -69,8 +69,9 @@ class Config:
     """d, n_context: task size; x_half_width: x ~ U(−x_half_width, x_half_width) (paper text 1.0, authors' code
     0.5); steps, batch_size, lr, b2, init_scale: Adam training of the LSA; seeds: ensemble members; n_validation:
     tasks used for every reported number (the paper's 10⁴). depths: the deeper stacks; deep_*: their training;
-    gdpp_steps: Adam steps fitting GD++'s (η, γ) per layer; ood_points: input scales α in [0.5, 2];
-    iterations, damping: the trained layer iterated with residual scale `damping`."""
+    gdpp_steps: the most L-BFGS iterations per start fitting GD++'s (η, γ) per layer (algorithms/fit.py);
+    ood_points: input scales α in [0.5, 2]; iterations, damping: the trained layer iterated with residual scale
+    `damping`."""
 
     d: int = 10
     n_context: int = 10

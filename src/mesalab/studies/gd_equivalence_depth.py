@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from mesalab.algorithms import gd_plus_plus_predict, gd_predict, line_search_eta
-from mesalab.algorithms.fit import fit_gd_plus_plus
+from mesalab.algorithms.fit import fit_gd_plus_plus_depths
 from mesalab.config import override
 from mesalab.models.config import TransformerConfig
 from mesalab.models.transformer import Transformer
@@ -37,12 +37,14 @@ def depth_training(cfg: Any, layers: int) -> TrainConfig:
 
 def run_depths(cfg: Any, ctx: RunContext, task: RegressionConfig, one_layer: TransformerConfig,
                validation, eta_fit_seed: int) -> dict[str, Any]:
-    """Train an ensemble per depth; score it, K-step GD (one line-searched η) and learned GD++ on `validation`."""
+    """Train an ensemble per depth; score it, K-step GD (one line-searched η) and learned GD++ on `validation`.
+    GD++'s (η, γ) are fitted for all depths at once (each depth starts from the one above; algorithms/fit.py)."""
     x, y = validation.info["x"], validation.info["y"]
     xc, yc, xq, yq = x[:, :-1], y[:, :-1], x[:, -1], y[:, -1]
     _, fx, fy = sample_raw(task, jax.random.PRNGKey(eta_fit_seed), x.shape[0])  # η is fitted apart from validation
     out: dict[str, Any] = {"depths": list(cfg.depths), "tf": [], "gd": [], "gd_eta": [], "gdpp": [], "gdpp_eta": [],
                            "gdpp_gamma": [], "seconds": []}
+    gdpp_fits = fit_gd_plus_plus_depths(task, cfg.depths, steps=cfg.gdpp_steps, seed=eta_fit_seed)
     for layers in cfg.depths:
         trainer = Trainer(task, functools.partial(Transformer, depth_model(one_layer, layers)), depth_training(cfg, layers))
         res = trainer.fit(cfg.seeds, checkpoint_dir=ctx.checkpoint_dir(f"lsa-{layers}"), resume=ctx.resume,
@@ -51,7 +53,7 @@ def run_depths(cfg: Any, ctx: RunContext, task: RegressionConfig, one_layer: Tra
         losses = eqx.filter_vmap(lambda m: half_mse(jax.vmap(m.predict_last)(validation.inputs)[:, 0], yq))(res.models)
         eta, _ = line_search_eta(fx[:, :-1], fy[:, :-1], fx[:, -1], fy[:, -1], steps=layers)
         gd_loss = float(half_mse(gd_predict(xc, yc, xq, [eta] * layers), yq))
-        etas, gammas = fit_gd_plus_plus(task, layers, init_eta=eta, steps=cfg.gdpp_steps, lr=1e-2, seed=eta_fit_seed)
+        etas, gammas = gdpp_fits[layers]
         gdpp = float(half_mse(gd_plus_plus_predict(xc, yc, xq, etas, gammas), yq))
         out["tf"].append(np.asarray(losses).tolist())
         out["gd"].append(gd_loss)
