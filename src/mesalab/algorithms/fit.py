@@ -4,14 +4,14 @@ per layer for GD++; reference/mesa.md §1.4–1.5).
 The authors train (η, γ) with Adam on fresh batches. Here that converged badly: GD++'s loss over (η, γ) is a set of
 curved valleys whose η grow ~10× per layer, with several local minima. At d = N = 10, x ~ U(±0.5), 2k Adam steps
 from plain GD ended at ½·MSE 0.106 / 0.085 / 0.075 / 0.069 for K = 2…5 and 20k steps at 0.105 / 0.055 / 0.041 /
-0.036; this fit reaches 0.092 / 0.043 / 0.017 / 0.0063 on other tasks (measured while writing it).
+0.036; this fit reaches 0.092 / 0.042 / 0.017 / 0.0063 on 2·10⁵ other tasks (measured while writing it).
 
 It differs from the authors' in four ways, none of which changes the algorithm (gd.py):
 - the objective is GD++'s expected loss, which for noise-free tasks depends only on the eigenvalues of the input
   Gram matrices (`gd_plus_plus_expected_loss`): no noise from w or x_q, and each evaluation is elementwise;
 - a fixed large sample of those eigenvalues makes it deterministic, so L-BFGS with a zoom line search applies;
 - each layer's (η, γ) are measured against the size of its own transformed spectrum (`spectral_params`);
-- depth K starts from the fitted depth K − 1 (`starts`), which found the best of 24 random restarts for K = 2…5.
+- depth K starts from the fitted depth K − 1 (`starts`), which matched the best of 12 random restarts, K = 2…5.
 """
 
 from __future__ import annotations
