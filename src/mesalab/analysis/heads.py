@@ -16,7 +16,7 @@ ILA1, TILA2, TLA2, CLA are reconstructed there from the acronyms): on sequences 
 - TILA2, target→matching-label attention in layer 2: the query's attention on the label tokens whose label is the
   query's (the labels an induction head should copy);
 - TLA2, target→label attention in layer 2: the query's attention on all label tokens;
-- CLA, context-label mass: the model's probability on labels present in the context (1/L·N at chance, 1 once the
+- CLA, context-label mass: the model's probability on labels present in the context (N/L at chance, 1 once the
   model picks among context labels; accuracy of random picking among them is 1/N).
 """
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from mesalab import figures as fig
-from mesalab.studies.induction_heads_figures import _band
+from mesalab.studies.induction_heads_figures import _band, attention_grid
 from mesalab.studies.protocol import Figure, RunContext
 
 
@@ -51,19 +51,7 @@ def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
                       "at 1/N. Progress measures should start moving before the jump."))
 
     maps = main["patterns"]
-    with plt.rc_context(fig.STYLE):
-        f, axes = plt.subplots(2, 2, figsize=(8, 7.5))
-    size = len(maps["initial"][0])
-    ticks = [f"x{i // 2 + 1}" if i % 2 == 0 else f"ℓ{i // 2 + 1}" for i in range(size - 1)] + ["x_q"]
-    for row, name in enumerate(("initial", "trained")):
-        for layer in range(2):
-            ax = axes[row, layer]
-            ax.imshow(np.asarray(maps[name][layer]), cmap="Blues", vmin=0, vmax=1)
-            ax.set_xticks(range(size), ticks, fontsize=6, rotation=90)
-            ax.set_yticks(range(size), ticks, fontsize=6)
-            ax.grid(False)
-            ax.set(title=f"{name}, layer {layer + 1}", xlabel="key", ylabel="query")
-    fig.save(f, ctx.figures_dir / "attention.png")
+    attention_grid(maps, ctx)
     match = [i for i, lab in enumerate(maps["labels"]) if lab == maps["target"]]
     out.append(Figure("attention.png", "Attention before and after the transition (seed 0, one IC sequence)",
                       "After training, layer 1 should send each label's attention to its item, and layer 2 the "

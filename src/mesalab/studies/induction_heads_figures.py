@@ -17,6 +17,26 @@ def _band(ax, part: dict[str, Any], metric: str, label: str, color: str) -> None
     fig.seed_band(ax, frame, "step", metric, label, color)
 
 
+def attention_grid(maps: dict[str, Any], ctx: RunContext) -> None:
+    """attention.png: layer 1 and 2 patterns (columns) at initialisation and after training (rows) of one
+    sequence x₁ ℓ₁ … x_N ℓ_N x_q; maps[name] = [layer-1 pattern, layer-2 pattern]."""
+    import matplotlib.pyplot as plt
+
+    with plt.rc_context(fig.STYLE):
+        f, axes = plt.subplots(2, 2, figsize=(8, 7.5))
+    n = len(maps["initial"][0])
+    ticks = [f"x{i // 2 + 1}" if i % 2 == 0 else f"ℓ{i // 2 + 1}" for i in range(n - 1)] + ["x_q"]
+    for row, name in enumerate(("initial", "trained")):
+        for layer in range(2):
+            ax = axes[row, layer]
+            ax.imshow(np.asarray(maps[name][layer]), cmap="Blues", vmin=0, vmax=1)
+            ax.set_xticks(range(n), ticks, fontsize=6, rotation=90)
+            ax.set_yticks(range(n), ticks, fontsize=6)
+            ax.grid(False)
+            ax.set(title=f"{name}, layer {layer + 1}", xlabel="key", ylabel="query")
+    fig.save(f, ctx.figures_dir / "attention.png")
+
+
 def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
     import matplotlib.pyplot as plt
 
@@ -48,20 +68,7 @@ def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
                   "should jump in the same window (shaded), after the layer-1 previous-token score has started to "
                   "rise. The 1-layer control should stay near 1/N.")]
 
-    maps = two["patterns"]
-    with plt.rc_context(fig.STYLE):
-        f, axes = plt.subplots(2, 2, figsize=(8, 7.5))
-    n = len(maps["initial"][0])
-    ticks = [f"x{i // 2 + 1}" if i % 2 == 0 else f"ℓ{i // 2 + 1}" for i in range(n - 1)] + ["x_q"]
-    for row, name in enumerate(("initial", "trained")):
-        for layer in range(2):
-            ax = axes[row, layer]
-            ax.imshow(np.asarray(maps[name][layer]), cmap="Blues", vmin=0, vmax=1)
-            ax.set_xticks(range(n), ticks, fontsize=7)
-            ax.set_yticks(range(n), ticks, fontsize=7)
-            ax.grid(False)
-            ax.set(title=f"{name}, layer {layer + 1}", xlabel="key", ylabel="query")
-    fig.save(f, ctx.figures_dir / "attention.png")
+    attention_grid(two["patterns"], ctx)
     out.append(Figure("attention.png", "Attention patterns at initialisation and after training (seed 0)",
                       "After training, layer 1 should put each label's attention on its item (the sub-diagonal) and "
                       "layer 2 the query's attention on the label of the matching item."))
