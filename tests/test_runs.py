@@ -104,6 +104,9 @@ def test_set_overrides_are_validated():
         study_config("gd-equivalence", "smoke", ["steps=many"])
     with pytest.raises(ConfigError, match=r"Config.seeds = -2 is not allowed"):
         study_config("gd-equivalence", "smoke", ["seeds=-2"])
+    # Tuples: bare, bracketed or empty.
+    for text, want in (("2,3", (2, 3)), ("(2, 3)", (2, 3)), ("[4]", (4,)), ("()", ()), ("", ())):
+        assert study_config("gd-equivalence", "smoke", [f"depths={text}"]).depths == want
 
 
 def test_cli_errors_are_one_line():

@@ -197,7 +197,8 @@ def _parse_as(tp: Any, text: str) -> Any:
         return text
     if typing.get_origin(tp) is tuple or tp is tuple:
         inner = (typing.get_args(tp) or (str,))[0]
-        return tuple(_parse_as(inner, t) for t in text.split(",") if t)
+        # "1,2", "(1, 2)" and "[1, 2]" all parse; "", "()" and "[]" are the empty tuple.
+        return tuple(_parse_as(inner, t.strip()) for t in text.strip("()[] ").split(",") if t.strip())
     raise TypeError(tp)
 
 

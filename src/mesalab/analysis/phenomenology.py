@@ -4,11 +4,12 @@ reference/induction.md §1.6), its gradient flow, and a generic measure of how a
 A sequence holds N item-label pairs and a target item whose label is one of them; there are L ≥ N labels in all.
 An induction head solves it with three nested softmaxes, each reduced to one logit:
 
-- layer 1: a label token attends to the item before it with logit β against its own position. With one rival
-  token the softmax is a sigmoid, so the fraction of the item copied into the label's buffer is y = σ(β).
-  Seed 003's "equation 2" is missing from the text; σ(β) is this module's choice. A softmax over m rival tokens,
-  y = e^β / (e^β + m) = σ(β − log m), is the same model started from β = −log m (e.g. m = 2N, the count layer 2
-  uses), so `gradient_flow(start=(-log m, 0, 0))` covers it;
+- layer 1: a label token attends to the item before it with logit β and to its other causal tokens with logit 0.
+  The label of pair i sees 2i − 1 rivals besides its item, N on average over the pairs, so the fraction of the item
+  copied into the label's buffer is y = e^β / (e^β + N) = σ(β − log N). At the origin every attention is uniform,
+  as in a network at initialisation. Seed 003's "equation 2" is missing from the text; this is this module's
+  reconstruction. A sigmoid against one rival, y = σ(β), is the same model started from β = log N
+  (`gradient_flow(start=(log N, 0, 0))`): the label then already puts half its attention on its item;
 - layer 2: the target attends to the buffer that holds its copy with logit αy, against 2N tokens with logit 0:
   z = e^{αy} / (e^{αy} + 2N) on the matching label, z′ = 1 / (e^{αy} + 2N) on each other token;
 - the classifier: regression vectors overlap their own label by ξ more than other labels, so the correct label's
@@ -20,14 +21,15 @@ by ξ) but ∂ℒ/∂ξ = −(L − N) / (L(2N + 1)). Putting weight on the labe
 curriculum. It moves ξ first, and ξ unlocks α and β. With L = N that gradient vanishes too and the origin is a
 saddle that gradient flow never leaves.
 
-Measured from the origin (lr = 0.01, float64): N = 8, L = 32 plateaus for t ≈ 40, then falls with a cliff width
-of ≈ 8.4, a ratio of 0.21, just short of the 1/5 rule in `abruptness`. Larger N gives sharper cliffs (N = 16:
-0.08), and so does the m = 2N start (N = 8: 0.07). During the plateau, e^{−ℒ} stays near 1/L (1.05/L halfway)
-and passes 1/N only inside the cliff. This proxy does not show the seed's "1/L → 1/N" slow phase. That claim is
+Measured from the origin (lr = 0.05, float64): N = 8, L = 32 plateaus for t ≈ 92, then falls with a cliff width
+of ≈ 7.6, a ratio of 0.083 (the 1/5 rule in `abruptness` calls it abrupt). Larger N gives sharper cliffs (N = 4:
+0.41, N = 16: 0.017). The σ(β) variant is less abrupt (N = 8: plateau 40, ratio 0.21): starting with half the
+label's attention on its item skips much of the slow phase. During the plateau, e^{−ℒ} stays near 1/L (1.10/L
+halfway) and passes 1/N only inside the cliff. This proxy does not show the seed's "1/L → 1/N" slow phase. That claim is
 about argmax accuracy over noisy sequences. Here, with ξ > 0 and α = 0, the N context labels tie at the top, so
 picking among them at random scores exactly 1/N. The probability mass on context labels
-(`context_probability`) also stays near N/L during the plateau (1.04 N/L halfway). The logits move in order:
-halfway through the plateau ξ ≈ 0.95, α ≈ 0.27 and β ≈ 0.02.
+(`context_probability`) also stays near N/L during the plateau (1.09 N/L halfway). The logits move in order:
+halfway through the plateau ξ ≈ 2.05, α ≈ 0.29 and β ≈ 0.04.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def attention(params, n) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(y, z, z′): the layer-1 copy fraction, and the target's layer-2 attention on its matching label and on each
     of the other 2N tokens. params is a Params or a length-3 array (β, α, ξ); n the number of item-label pairs."""
     beta, alpha, _ = params
-    y = jax.nn.sigmoid(beta)
+    y = jax.nn.sigmoid(beta - jnp.log(n))  # e^β / (e^β + N): uniform over the label's causal window at β = 0
     # e^{αy}/(e^{αy} + 2N) written as a sigmoid so a large αy cannot overflow.
     z = jax.nn.sigmoid(alpha * y - jnp.log(2.0 * n))
     return y, z, (1.0 - z) / (2.0 * n)
@@ -147,8 +149,7 @@ def gradient_flow(
     """Integrate dθ/dt = −∇ℒ(θ) with explicit Euler steps of size lr (= gradient descent at learning rate lr)
     from start = (β, α, ξ), recording every record_every steps. Float64 when jax's x64 mode is on.
 
-    lr ≤ 0.05 tracks the continuous flow: the N = 8, L = 32 plateau ends at t = 40.1 for lr = 0.01 and 42 for
-    lr = 1. Steps must be a multiple of record_every."""
+    lr ≤ 0.05 tracks the continuous flow (see test_flow_in_float32_matches for the precision it keeps). Steps must be a multiple of record_every."""
     _check_sizes(n, n_labels)
     if steps % record_every:
         raise ValueError(f"steps ({steps}) must be a multiple of record_every ({record_every})")

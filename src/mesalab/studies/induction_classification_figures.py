@@ -124,11 +124,16 @@ def _phase_figure(cfg: Any, r: dict[str, Any], phase: dict[str, Any], ctx: RunCo
         for key, color in (("ic", "tab:blue"), ("iw", "tab:orange")):
             v = np.asarray(phase[field][key])
             ax.errorbar(values, v.mean(1), yerr=v.std(1), marker="o", capsize=3, color=color, label=key.upper())
+        if field == "eps":
+            from mesalab.studies.induction_classification import identifiable_eps  # the study imports this module
+
+            ax.axvline(identifiable_eps(cfg.dim), color="gray", ls=":", label="class identifiable below")
         ax.set(xlabel=label, ylabel="final accuracy", title=f"B = {cfg.phase_burstiness}, K = {cfg.burst_classes}",
                ylim=(-0.05, 1.05))
         ax.legend()
     fig.save(f, ctx.figures_dir / "phase.png")
     return Figure("phase.png", "Phase diagrams: classes × burstiness, noise ε and Zipf α",
                   "Final IC and IW accuracy (mean over seeds). Chan et al. find ICL rising with B, K and ε, IWL falling "
-                  "with B, and a Zipf exponent near 1 allowing both. Test sets use the base task's ε and uniform "
+                  "with B, and a Zipf exponent near 1 allowing both. The dotted line marks the ε beyond which items of one class "
+                  "overlap less than unrelated items (1/(1+ε²) < 1/√D). Test sets use the base task's ε and uniform "
                   "classes, so these curves show what the training distribution does to fixed abilities.")
