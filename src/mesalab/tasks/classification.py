@@ -42,15 +42,14 @@ prints the IC2 *loss* against the original label), IW (B = 0, p_B = p_C = 0). Th
 from __future__ import annotations
 
 import functools
-import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mesalab.config import _concrete, config, override, require, require_choice
-from mesalab.tasks.base import Batch, sampler
+from mesalab.config import concrete, config, override, require, require_choice
+from mesalab.tasks.base import Batch, sampler, uniform_block
 
 
 def _is_int(v) -> bool:
@@ -113,7 +112,7 @@ class ClassificationConfig:
         for f, lo, hi in (("eps", 0.0, None), ("zipf_alpha", 0.0, None), ("p_bursty", 0.0, 1.0),
                           ("p_novel", 0.0, 1.0)):
             v = getattr(self, f)
-            if _concrete(v):
+            if concrete(v):
                 ok = isinstance(v, (int, float)) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
                 require(self, f, ok, f"a number in [{lo}, {hi}]" if hi is not None else f"a number >= {lo}")
 
@@ -182,17 +181,6 @@ def zipf_logits(alpha, n: int) -> jax.Array:
     return -alpha * jnp.log(jnp.arange(1, n + 1, dtype=jnp.float32))
 
 
-def uniform_block(key: jax.Array, **shapes: tuple[int, ...]) -> dict[str, jax.Array]:
-    """Uniforms in [0, 1) of the given shapes, cut from one draw.
-
-    Each `jax.random` call compiles its own threefry kernel (≈ 0.3 s of CPU compile time each, measured: ten small
-    draws 2.9 s, one draw of the same total 0.5 s), so a sampler with many small draws takes them from one block.
-    """
-    sizes = [math.prod(shape) for shape in shapes.values()]
-    parts = jnp.split(jax.random.uniform(key, (sum(sizes),)), np.cumsum(sizes)[:-1].tolist())
-    return {name: part.reshape(shape) for (name, shape), part in zip(shapes.items(), parts)}
-
-
 def _index(u: jax.Array, n: int) -> jax.Array:
     """Uniform integers in [0, n) from uniforms u."""
     return jnp.minimum((u * n).astype(jnp.int32), n - 1)
@@ -239,7 +227,7 @@ def sample(cfg: ClassificationConfig, key: jax.Array, batch_size: int) -> Batch:
     s, n, nl, k, d = batch_size, cfg.n_pairs, cfg.n_labels, cfg.n_classes, cfg.dim
     burst, t = cfg.novel_burstiness, 2 * n + 1
     groups = n // burst
-    novel_possible = not (_concrete(cfg.p_novel) and cfg.p_novel == 0)
+    novel_possible = not (concrete(cfg.p_novel) and cfg.p_novel == 0)
     kc = cfg.n_novel_classes if novel_possible else 0
     ku, kn = jax.random.split(key)
     u = uniform_block(ku, kind=(2, s), label=(s, nl), pos=(s, groups), new_label=(s, nl if kc else 0),
@@ -266,7 +254,7 @@ def sample(cfg: ClassificationConfig, key: jax.Array, batch_size: int) -> Batch:
     burst_q = jnp.take_along_axis(choices, _index(u["pick"], groups), axis=1)[:, 0]
 
     # Non-bursty (seen classes only): context and query i.i.d. from Zipf P.
-    if _concrete(cfg.zipf_alpha) and cfg.zipf_alpha == 0:
+    if concrete(cfg.zipf_alpha) and cfg.zipf_alpha == 0:
         iid = _index(u["iid"], k)  # the same law; skips compiling the search (≈ 0.5 s)
     else:
         iid = _draw_cdf(u["iid"], jnp.cumsum(jax.nn.softmax(zipf_logits(cfg.zipf_alpha, k))))

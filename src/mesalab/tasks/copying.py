@@ -21,8 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from mesalab.config import config, require
-from mesalab.tasks.base import Batch, sampler
-from mesalab.tasks.classification import uniform_block
+from mesalab.tasks.base import Batch, sampler, uniform_block
 
 
 def _is_int(v) -> bool:
