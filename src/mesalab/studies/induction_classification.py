@@ -49,6 +49,7 @@ CONTROL = 1.5                            # L = N stays at chance: final IC accur
 MONOTONE = 0.8                           # Spearman ρ of final accuracy against B: ≥ 0.8 (IC), ≤ −0.8 (IW)
 PRECEDE_SHARE = 0.75                     # a progress measure moves before the jump in ≥ 75% of seeds
 EVAL_SEED = 4242
+HALF_WAY = 0.5                           # IC accuracy marking when a sweep point has learned in context
 EVAL_SETS = ("ic", "ic2", "iw")
 
 
@@ -229,8 +230,17 @@ def phase_diagrams(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         part = train_part(cfg, ctx, f"phase-{field}", base, members, cfg.phase_steps, sweep=True)
         out[field] = {"values": list(values), **{
             k: np.asarray(_finals(part, f"{k}_accuracy")).reshape(len(values), cfg.phase_seeds).tolist()
-            for k in ("ic", "iw")}}
+            for k in ("ic", "iw")},
+            "ic_half_step": np.asarray([first_step_at(part["steps"], c, HALF_WAY) for c in part["curves"]["ic_accuracy"]]
+                                       ).reshape(len(values), cfg.phase_seeds).tolist()}
     return out
+
+
+def first_step_at(steps, curve, level: float) -> float:
+    """The first recorded step at which `curve` reaches `level` (nan if it never does): when a sweep point learned
+    in context, which tells a late transition from none within the budget."""
+    hit = np.nonzero(np.asarray(curve) >= level)[0]
+    return float(np.asarray(steps)[hit[0]]) if hit.size else float("nan")
 
 
 def _finals(part: dict[str, Any], metric: str) -> list[float]:
@@ -375,8 +385,12 @@ def claims(cfg: Config, r: dict[str, Any]) -> list[Claim]:
         ic_e, iw_e = np.asarray(phase["eps"]["ic"]).mean(1), np.asarray(phase["eps"]["iw"]).mean(1)
         limit = identifiable_eps(cfg.dim)
         inside = values < limit
+        half = np.asarray(phase["eps"].get("ic_half_step", np.full((len(values), 1), np.nan)))
         detail = "ε: " + ", ".join(f"{e:g}: IC {a:.3f} / IW {w:.3f}" + ("" if ok else " (beyond)")
                                    for e, a, w, ok in zip(values, ic_e, iw_e, inside))
+        detail += (f"; first step with IC accuracy ≥ {HALF_WAY:g}, per seed (– never, within {cfg.phase_steps} "
+                   "steps): " + "; ".join(f"{e:g}: " + ", ".join("–" if not np.isfinite(s) else f"{s:.0f}" for s in row)
+                                          for e, row in zip(values, half)))
         if inside.sum() >= 2:
             rho = _spearman(values[inside], ic_e[inside])
             rows.append(measured_claim(
