@@ -36,6 +36,15 @@ def alignment(pred_a: jax.Array, pred_b: jax.Array, sens_a: jax.Array, sens_b: j
     }
 
 
+def model_alignment(model: Transformer, reference: Transformer, inputs: jax.Array, d: int) -> dict[str, jax.Array]:
+    """`alignment` of two models' query predictions (e.g. a trained stack and a construction) on a batch of token
+    sequences [B, T, width]; d: the query's input slots."""
+    pa, pb = jax.vmap(model.predict_last)(inputs)[:, 0], jax.vmap(reference.predict_last)(inputs)[:, 0]
+    sa = query_sensitivity(lambda t: model.predict_last(t)[0], inputs, d)
+    sb = query_sensitivity(lambda t: reference.predict_last(t)[0], inputs, d)
+    return alignment(pa, pb, sa, sb)
+
+
 def normalized_products(model: Transformer, d: int, layer: int = 0, head: int = 0) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(W_KᵀW_Q / c, c · PW_V, c) with c the mean diagonal of the x-block of W_KᵀW_Q: the representative of the
     K-Q / V-P scale symmetry that the construction (x-block = I) uses."""

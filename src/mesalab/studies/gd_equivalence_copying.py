@@ -23,13 +23,15 @@ from mesalab.train import Trainer, member_of
 from mesalab.train.config import adam_warmup_cosine
 
 
-def copy_model(task: RegressionConfig, d_model: int, init_scale: float = 0.01) -> TransformerConfig:
-    """Softmax then linear attention, one head each, non-causal, keys from the context; tokens embedded into
-    d_model with fixed sinusoidal positions added (the authors concatenate them instead); a learned read-out."""
+def copy_model(task: RegressionConfig, pos_dim: int, init_scale: float = 0.01) -> TransformerConfig:
+    """The authors' model (reference/mesa.md §1.5, normal_token_construct): softmax then linear attention, one head
+    each, key size = width, non-causal, keys from the context; a sinusoidal code of width pos_dim concatenated to
+    the raw tokens (no embedding), and the prediction read as −(the query's y slot), as in the 1-layer LSA."""
+    width = task.token_width + pos_dim
     return TransformerConfig(
-        d_model=d_model, n_layers=2, n_heads=1, d_head=d_model, attention=("softmax", "linear"), causal=False,
-        keys_from="context", d_in=task.token_width, d_out=1, pos_embedding="sinusoidal", init="fan_in",
-        init_scale=init_scale,
+        d_model=width, n_layers=2, n_heads=1, d_head=width, attention=("softmax", "linear"), causal=False,
+        keys_from="context", pos_embedding="concat_sinusoidal", pos_dim=pos_dim, init="fan_in",
+        init_scale=init_scale, readout_start=task.d, readout_size=1, readout_sign=-1.0,
     )
 
 
@@ -57,7 +59,7 @@ def run_copying(cfg: Any, ctx: RunContext, seed: int) -> dict[str, Any]:
                             token_format="interleaved")
     train = adam_warmup_cosine(cfg.copy_steps, cfg.copy_batch_size, cfg.copy_lr, b2=cfg.b2,
                                chunk_steps=cfg.chunk_steps, eval_batch_size=cfg.eval_batch_size)
-    model = copy_model(task, cfg.copy_d_model, cfg.copy_init_scale)
+    model = copy_model(task, cfg.copy_pos_dim, cfg.copy_init_scale)
     trainer = Trainer(task, functools.partial(Transformer, model), train)
     res = trainer.fit(cfg.seeds, checkpoint_dir=ctx.checkpoint_dir("interleaved"), resume=ctx.resume,
                       progress=ctx.progress)
