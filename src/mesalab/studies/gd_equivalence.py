@@ -127,7 +127,8 @@ PRESETS = {
     "cpu": Config(copy_steps=3000, copy_batch_size=256),
     # The paper's sizes (reference/mesa.md §1.5): 5k steps for one layer, 50k for deeper stacks, batch 2048, lr 1e-3.
     "paper": Config(steps=5000, seeds=8, chunk_steps=500, eval_batch_size=10_000, deep_steps=50_000,
-                    deep_batch_size=2048, deep_lr=1e-3, deep_lr_factor=0.5, gdpp_steps=30_000, ood_points=51, iterations=50,
+                    deep_batch_size=2048, deep_lr=1e-3, deep_lr_factor=0.5, gdpp_steps=30_000, ood_points=51,
+                    iterations=50,
                     copy_steps=10_000, copy_batch_size=2048),
 }
 
@@ -296,8 +297,8 @@ def depth_claims(deep: dict[str, Any] | None, src: str) -> list[Claim]:
         cos_gd = np.asarray([np.median(v) for v in deep["cos_gd"]])
         margin = cos_pp - cos_gd
         rows.append(Claim(
-            f"{depth_text(ks)} LSA computes a function closer to GD++ than to K-step GD: cosine of ∂ŷ/∂x_q with the "
-            "GD++ construction minus that with the K-step GD construction (smallest median over K)", src,
+            f"{depth_text(ks)} LSA computes a function closer to GD++ than to K-step GD: cosine of ∂ŷ/∂x_q "
+            "with the GD++ construction minus that with the K-step GD construction (smallest median over K)", src,
             "trained stacks align with GD++ (curvature correction) rather than plain GD", float(margin.min()), None,
             "> 0 for every K", "PASS" if bool(np.all(margin > 0)) else "FAIL",
             "median seed per K, cos with GD++ / with GD-K: " + ", ".join(

@@ -122,5 +122,5 @@ def depth_figure(r: dict[str, Any], ctx: RunContext) -> Figure:
     return Figure("depth.png", "Loss and alignment against depth",
                   "Left: trained stacks should sit below K steps of plain GD at every depth, and near GD++, the "
                   "curvature-corrected GD whose step sizes were learned. Right: the cosine between the trained "
-                  "stack's sensitivity ∂ŷ/∂x_q and that of each algorithm's exact LSA construction (mean ± std over "
-                  "seeds): the higher curve is the algorithm the stack computes more alike.")
+                  "stack's sensitivity ∂ŷ/∂x_q and that of each algorithm's exact LSA construction (mean ± std "
+                  "over seeds): the higher curve is the algorithm the stack computes more alike.")

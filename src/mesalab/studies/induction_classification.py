@@ -231,8 +231,9 @@ def phase_diagrams(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         out[field] = {"values": list(values), **{
             k: np.asarray(_finals(part, f"{k}_accuracy")).reshape(len(values), cfg.phase_seeds).tolist()
             for k in ("ic", "iw")},
-            "ic_half_step": np.asarray([first_step_at(part["steps"], c, HALF_WAY) for c in part["curves"]["ic_accuracy"]]
-                                       ).reshape(len(values), cfg.phase_seeds).tolist()}
+            "ic_half_step": np.asarray([first_step_at(part["steps"], c, HALF_WAY)
+                                        for c in part["curves"]["ic_accuracy"]]).reshape(len(values), cfg.phase_seeds
+                                                                                         ).tolist()}
     return out
 
 
@@ -388,9 +389,9 @@ def claims(cfg: Config, r: dict[str, Any]) -> list[Claim]:
         half = np.asarray(phase["eps"].get("ic_half_step", np.full((len(values), 1), np.nan)))
         detail = "ε: " + ", ".join(f"{e:g}: IC {a:.3f} / IW {w:.3f}" + ("" if ok else " (beyond)")
                                    for e, a, w, ok in zip(values, ic_e, iw_e, inside))
+        steps_text = lambda row: ", ".join("–" if not np.isfinite(s) else f"{s:.0f}" for s in row)  # noqa: E731
         detail += (f"; first step with IC accuracy ≥ {HALF_WAY:g}, per seed (– never, within {cfg.phase_steps} "
-                   "steps): " + "; ".join(f"{e:g}: " + ", ".join("–" if not np.isfinite(s) else f"{s:.0f}" for s in row)
-                                          for e, row in zip(values, half)))
+                   "steps): " + "; ".join(f"{e:g}: {steps_text(row)}" for e, row in zip(values, half)))
         if inside.sum() >= 2:
             rho = _spearman(values[inside], ic_e[inside])
             rows.append(measured_claim(
