@@ -41,8 +41,16 @@ def test_induction_classification_smoke(tmp_path):
     assert claims[-1]["verdict"] == "PASS"
     assert set(results["phase"]) == {"classes", "eps", "zipf_alpha"}
     assert np.asarray(results["phase"]["eps"]["ic"]).shape == (2, 1)  # [value, seed]
+    assert np.asarray(results["phase"]["eps"]["ic_half_step"]).shape == (2, 1)
     for name in ("training", "attention", "burstiness", "phase", "phenomenology"):
         assert (out / "figures" / f"{name}.png").stat().st_size > 10_000
+
+
+def test_first_step_at_tells_a_late_transition_from_none():
+    steps = [10, 20, 30, 40]
+    assert s4.first_step_at(steps, [0.1, 0.2, 0.6, 0.4], 0.5) == 30  # the first crossing, not the last
+    assert s4.first_step_at(steps, [0.1, 0.5, 0.9, 1.0], 0.5) == 20  # reaching the level counts
+    assert np.isnan(s4.first_step_at(steps, [0.1, 0.2, 0.3, 0.4], 0.5))
 
 
 def test_bad_study_configs_name_the_field():

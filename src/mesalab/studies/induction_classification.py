@@ -228,12 +228,10 @@ def phase_diagrams(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         base = bases[field]
         members = [Member(seed, task={field: float(v)}) for v in values for seed in range(cfg.phase_seeds)]
         part = train_part(cfg, ctx, f"phase-{field}", base, members, cfg.phase_steps, sweep=True)
-        out[field] = {"values": list(values), **{
-            k: np.asarray(_finals(part, f"{k}_accuracy")).reshape(len(values), cfg.phase_seeds).tolist()
-            for k in ("ic", "iw")},
-            "ic_half_step": np.asarray([first_step_at(part["steps"], c, HALF_WAY)
-                                        for c in part["curves"]["ic_accuracy"]]).reshape(len(values), cfg.phase_seeds
-                                                                                         ).tolist()}
+        grid = lambda v: np.asarray(v).reshape(len(values), cfg.phase_seeds).tolist()  # noqa: E731 [value, seed]
+        half = [first_step_at(part["steps"], c, HALF_WAY) for c in part["curves"]["ic_accuracy"]]
+        out[field] = {"values": list(values), "ic": grid(_finals(part, "ic_accuracy")),
+                      "iw": grid(_finals(part, "iw_accuracy")), "ic_half_step": grid(half)}
     return out
 
 
