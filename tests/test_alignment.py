@@ -50,7 +50,7 @@ def test_scale_symmetry_is_removed_and_interpolation_keeps_the_function():
 
 def test_iterating_the_gd_construction_with_damping_is_gd_at_the_damped_rate():
     from mesalab.algorithms import gd_predict
-    from mesalab.studies.gd_equivalence_transfer import iterated
+    from mesalab.studies.gd_equivalence.transfer import iterated
 
     model = gd_lsa(lsa_config(TASK), TASK, 2.0)
     deep = iterated(model, 4, 0.75)

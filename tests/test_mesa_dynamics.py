@@ -5,7 +5,7 @@ import json
 import pytest
 
 from mesalab.config import ConfigError
-from mesalab.studies.mesa_dynamics_models import model_setup, parameter_count
+from mesalab.studies.mesa_dynamics.models import model_setup, parameter_count
 from mesalab.studies.runner import run_study, study_config
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from mesalab.analysis.compress import compress, interpolate
 from mesalab.analysis.sensitivity import own_previous_other, token_sensitivity
 from mesalab.models import Transformer, TransformerConfig, predict
-from mesalab.studies import repurpose
+from mesalab.studies.mesa_reverse import repurpose
 from mesalab.studies.runner import run_study
 from mesalab.tasks import DynamicsConfig
 

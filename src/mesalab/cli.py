@@ -40,23 +40,36 @@ def list_studies() -> None:
 
 
 def print_claims(run_dir: Path) -> list[dict]:
+    """Print the findings table, then the checks table; returns the rows."""
+    from mesalab.studies.verdicts import Claim, counts
+
     data = json.loads((run_dir / "claims.json").read_text())
     meta = json.loads((run_dir / "run.json").read_text())
     con = console()
     wide = con.width >= 160  # the paper's statement is always in the report; a narrow terminal shows the rest
-    table = Table(title=f"{data['study']} ({data['scale']}, {meta.get('seconds', 0):.1f} s) → {run_dir}")
-    cols = ("verdict", "claim", "paper", "measured", "threshold") if wide else ("verdict", "claim", "measured", "threshold")
-    for col in cols:
-        table.add_column(col, overflow="fold")
-    from mesalab.studies.protocol import Claim
-
-    for c in data["claims"]:
-        claim = Claim(**c)
-        style = {"PASS": "green", "FAIL": "red"}.get(claim.verdict, "dim")
-        cells = {"verdict": f"[{style}]{claim.verdict}", "claim": claim.claim, "paper": claim.paper,
-                 "measured": claim.measured_text, "threshold": claim.threshold}
-        table.add_row(*(cells[c] for c in cols))
-    con.print(table)
+    rows = [Claim.from_dict(c) for c in data["claims"]]
+    for kind, title in (("finding", "findings"), ("check", "checks")):
+        mine = [c for c in rows if c.kind == kind]
+        if not mine:
+            continue
+        passed, total = counts(mine, kind)
+        head = f"{data['study']} ({data['scale']}, {meta.get('seconds', 0):.1f} s): {passed} of {total} {title} passed"
+        table = Table(title=head)
+        cols = ["verdict", "claim", "measured", "threshold"]
+        if kind == "finding":
+            cols.insert(3, "null")
+        if wide:
+            cols.insert(2, "paper")
+        for col in cols:
+            table.add_column(col, overflow="fold")
+        for c in mine:
+            style = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "yellow"}.get(c.verdict, "dim")
+            verdict = f"[{style}]{c.verdict}" + (f"[/{style}]\n[dim]{c.reason}" if c.reason and wide else "")
+            cells = {"verdict": verdict, "claim": c.claim, "paper": c.paper, "measured": c.measured_text,
+                     "null": c.null_text, "threshold": c.threshold}
+            table.add_row(*(cells[k] for k in cols))
+        con.print(table)
+    con.print(f"run: {run_dir}")
     return data["claims"]
 
 
@@ -68,7 +81,7 @@ def run(
     out: Optional[Path] = typer.Option(None, help="run directory (default runs/<study>-<timestamp>)"),
     set_: list[str] = typer.Option([], "--set", help="override a config field, key=value (repeatable)"),
     resume: bool = typer.Option(False, help="continue the run in --out from its checkpoints"),
-    strict: bool = typer.Option(False, help="exit 1 if a claim fails"),
+    strict: bool = typer.Option(False, help="exit 1 unless every finding passes"),
     progress: bool = typer.Option(True, help="show progress bars"),
 ) -> None:
     """Run a study: train, measure, judge its claims, draw figures, write the report, print the claims table."""
@@ -84,13 +97,13 @@ def run(
         fail(f"{e} (the run's folder keeps its last checkpoint; see `mesalab runs`)")
     claims = print_claims(run_dir)
     console().print(f"report: {run_dir / 'report.html'}")
-    if strict and any(c["verdict"] == "FAIL" for c in claims):
+    if strict and any(c.get("kind", "finding") == "finding" and c["verdict"] != "PASS" for c in claims):
         raise typer.Exit(1)
 
 
 @app.command()
 def runs(root: Path = typer.Argument(Path("runs"), help="folder holding run directories")) -> None:
-    """A table of past runs: study, scale, date, claims passed / total, wall time."""
+    """A table of past runs: study, scale, date, findings and checks passed / total, wall time."""
     from mesalab.store import list_runs
 
     frame = list_runs(root)
@@ -98,11 +111,12 @@ def runs(root: Path = typer.Argument(Path("runs"), help="folder holding run dire
         console().print(f"no runs under {root}")
         return
     table = Table()
-    for col in ("run", "study", "scale", "started", "status", "passed / claims", "seconds"):
-        table.add_column(col)
+    for col in ("run", "study", "scale", "started", "status", "findings", "checks", "seconds"):
+        table.add_column(col, overflow="fold")
     for r in frame.itertuples():
         secs = f"{r.seconds:.1f}" if r.seconds == r.seconds and r.seconds is not None else "–"
-        table.add_row(r.run, r.study, r.scale, r.started, r.status, f"{r.passed} / {r.claims}", secs)
+        table.add_row(r.run, r.study, r.scale, r.started, r.status, f"{r.findings_passed} / {r.findings}",
+                      f"{r.checks_passed} / {r.checks}", secs)
     console().print(table)
 
 

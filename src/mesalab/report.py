@@ -10,14 +10,18 @@ from pathlib import Path
 import jinja2
 
 from mesalab import store
-from mesalab.studies.protocol import Claim
+from mesalab.studies.verdicts import Claim, counts
 
 
 def render(run_dir: Path) -> str:
     run_dir = Path(run_dir)
     meta = store.read_json(run_dir / "run.json", {})
-    claims = [Claim(**c) for c in store.read_json(run_dir / "claims.json", {}).get("claims", [])]
-    counts = {v: sum(c.verdict == v for c in claims) for v in ("PASS", "FAIL", "NOT RUN")}
+    claims = [Claim.from_dict(c) for c in store.read_json(run_dir / "claims.json", {}).get("claims", [])]
+    findings = [c for c in claims if c.kind == "finding"]
+    checks = [c for c in claims if c.kind == "check"]
+    tally = {kind: {v: sum(c.verdict == v for c in rows) for v in ("PASS", "FAIL", "INCONCLUSIVE", "NOT RUN")}
+             for kind, rows in (("findings", findings), ("checks", checks))}
+    changes = [(c, ch) for c in claims for ch in c.changes]
     figures = []
     for f in store.read_json(run_dir / "figures.json", []):
         png = run_dir / "figures" / f["file"]
@@ -26,7 +30,8 @@ def render(run_dir: Path) -> str:
     template = resources.files("mesalab").joinpath("templates/report.html").read_text()
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     return env.from_string(template).render(
-        meta={"seconds": None, **meta}, claims=claims, counts=counts, figures=figures,
+        meta={"seconds": None, **meta}, findings=findings, checks=checks, tally=tally, changes=changes,
+        passed={k: counts(claims, k) for k in ("finding", "check")}, figures=figures,
         notes=store.read_json(run_dir / "results.json", {}).get("notes", []),
         config=json.dumps(store.read_json(run_dir / "config.json", {}), indent=2),
         env={"device": "?", "cpu_count": "?", "python": "?", "platform": "?", "versions": {},

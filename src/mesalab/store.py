@@ -123,15 +123,18 @@ def load_run(path: str | Path) -> Run:
 
 
 def list_runs(root: str | Path = "runs") -> pd.DataFrame:
-    """One row per run under `root`: study, scale, date, claims passed / total, wall time."""
+    """One row per run under `root`: study, scale, date, findings and checks passed / total, wall time."""
+    from mesalab.studies.verdicts import counts
+
     rows = []
     for meta_path in sorted(Path(root).glob("*/run.json")):
         meta = json.loads(meta_path.read_text())
         claims = read_json(meta_path.parent / "claims.json", {}).get("claims", [])
+        (fp, ft), (cp, ct) = counts(claims, "finding"), counts(claims, "check")
         rows.append({
             "run": meta_path.parent.name, "study": meta.get("study"), "scale": meta.get("scale"),
-            "started": meta.get("started"), "status": meta.get("status"),
-            "passed": sum(c["verdict"] == "PASS" for c in claims), "claims": len(claims),
-            "seconds": meta.get("seconds"),
+            "started": meta.get("started"), "status": meta.get("status"), "findings_passed": fp, "findings": ft,
+            "checks_passed": cp, "checks": ct, "seconds": meta.get("seconds"),
         })
-    return pd.DataFrame(rows, columns=["run", "study", "scale", "started", "status", "passed", "claims", "seconds"])
+    return pd.DataFrame(rows, columns=["run", "study", "scale", "started", "status", "findings_passed", "findings",
+                                       "checks_passed", "checks", "seconds"])

@@ -4,80 +4,31 @@ A study is one module with:
     NAME, SUMMARY, SOURCE           strings shown by `mesalab list`
     Config                          a frozen config dataclass (flat fields, so `--set key=value` reaches all)
     PRESETS                         {"smoke": Config(...), "cpu": Config(...), "paper": Config(...)}
-    run(cfg, ctx) -> dict           trains what it needs through the engine; returns JSON-ready results (a "notes"
-                                    list of strings, if present, is shown under the claims table of the report)
-    claims(cfg, results) -> [Claim] the paper's claims next to the measured numbers, with verdicts
+    run(cfg, ctx) -> dict           trains what it needs through the engine (ctx.fit); returns JSON-ready results
+                                    (a "notes" list of strings, if present, is shown under the tables of the report)
+    claims(cfg, results) -> [Claim] findings and checks (studies/verdicts.py), pure functions of the results
     figures(cfg, results, ctx) -> [Figure]   writes PNGs into ctx.figures_dir
     experiment(cfg) -> Experiment   (optional) the training set-up that `mesalab sweep` runs over a grid
-Thresholds are module constants with a comment citing where they come from, set before looking at results.
+Each study is a package `studies/<name>/`: config and presets, its training parts, `claims.py` (thresholds and
+definitions with their sources, fixed before looking at results) and `figures.py`.
+
+The runner calls `run` twice: once to train, and once with `ctx.untrained` set, where `ctx.fit` returns the models at
+initialisation (one evaluation at step 0, no training). The same `claims` on those results give each finding its
+null (studies/verdicts.py: attach_nulls).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 import pandas as pd
 
-VERDICTS = ("PASS", "FAIL", "NOT RUN")
-
-
-@dataclasses.dataclass(frozen=True)
-class Claim:
-    """One row of the claims table.
-
-    claim: the statement checked; source: where the paper makes it; paper: its number or statement;
-    measured: mean over seeds (None when not run); spread: standard deviation over seeds; threshold: the pass
-    rule in words; verdict: PASS, FAIL or NOT RUN; detail: per-seed values or why it was not run;
-    unit: "" or "%" (measured and spread are fractions shown as percentages).
-    """
-
-    claim: str
-    source: str
-    paper: str
-    measured: float | None
-    spread: float | None
-    threshold: str
-    verdict: str
-    detail: str = ""
-    unit: str = ""
-
-    def __post_init__(self) -> None:
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"Claim.verdict = {self.verdict!r}; expected one of {', '.join(VERDICTS)}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        for k in ("measured", "spread"):
-            if d[k] is not None and not math.isfinite(d[k]):
-                d[k] = None  # JSON has no NaN
-        return d
-
-    @property
-    def measured_text(self) -> str:
-        if self.measured is None:
-            return "–"
-        if self.unit == "%":
-            spread = f" ± {100 * self.spread:.2g}" if self.spread is not None else ""
-            return f"{100 * self.measured:.2f}{spread} %"
-        spread = f" ± {self.spread:.3g}" if self.spread is not None else ""
-        return f"{self.measured:.4g}{spread}"
-
-
-def measured_claim(claim: str, source: str, paper: str, values: Sequence[float], threshold: str, passed: bool,
-                   detail: str = "", unit: str = "") -> Claim:
-    """A claim measured over seeds: mean ± std of `values`, verdict from `passed`."""
-    v = np.asarray(values, float)
-    return Claim(claim, source, paper, float(v.mean()), float(v.std()) if v.size > 1 else None, threshold,
-                 "PASS" if passed else "FAIL", detail or ", ".join(f"{x:.4g}" for x in v), unit)
-
-
-def not_run(claim: str, source: str, paper: str, threshold: str, why: str) -> Claim:
-    return Claim(claim, source, paper, None, None, threshold, "NOT RUN", why)
-
+from mesalab.studies.verdicts import (  # noqa: F401  (the protocol's rows, re-exported for studies)
+    VERDICTS, Claim, DefinitionChange, Learned, Rule, above, at_least, at_most, below, check, convergence, finding,
+    not_run, within,
+)
 
 @dataclasses.dataclass(frozen=True)
 class Figure:
@@ -90,12 +41,24 @@ class Figure:
 
 @dataclasses.dataclass
 class RunContext:
-    """Where a study run writes, and how: its folder, whether to show progress and whether to resume."""
+    """Where a study run writes, and how: its folder, whether to show progress and whether to resume. `untrained`:
+    the null run, where every `fit` returns the models at initialisation and nothing is written."""
 
     dir: Path
     progress: bool = True
     resume: bool = False
+    untrained: bool = False
     metrics: list[pd.DataFrame] = dataclasses.field(default_factory=list)
+
+    def fit(self, trainer: Any, seeds: Any, part: str, **kwargs: Any) -> Any:
+        """Train `seeds` with `trainer` as part `part` of the run: checkpointed under checkpoints/<part>, resumable,
+        its history recorded. In the null run: the untrained models, evaluated once at step 0."""
+        if self.untrained:
+            return trainer.fit(seeds, progress=False, stop_after=0, **kwargs)
+        res = trainer.fit(seeds, checkpoint_dir=self.checkpoint_dir(part), resume=self.resume, progress=self.progress,
+                          **kwargs)
+        self.add_metrics(res.history, part)
+        return res
 
     @property
     def figures_dir(self) -> Path:
@@ -123,3 +86,7 @@ class Experiment:
     task: Any
     model: Any
     train: Any
+
+
+def measured_claim(*args, **kwargs):  # TEMPORARY while the studies move to studies/verdicts.py; removed after
+    raise NotImplementedError("measured_claim is gone; build rows with studies.verdicts.finding / check")

@@ -6,12 +6,14 @@ import datetime as dt
 import json
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from mesalab import report, store
 from mesalab.config import ConfigError, override, parse_assignments, to_dict
 from mesalab.studies import get_study
 from mesalab.studies.protocol import RunContext
+from mesalab.studies.verdicts import Claim, attach_nulls
 
 
 def study_config(name: str, scale: str, sets: list[str] | None = None, seeds: int | None = None) -> Any:
@@ -55,13 +57,29 @@ def run_study(name: str, scale: str = "cpu", *, sets: list[str] | None = None, s
     seconds = time.perf_counter() - t0
     store.write_parquet(run_dir / "metrics.parquet", ctx.metrics_frame())
     store.write_json(run_dir / "results.json", results)
-    claims = [c.to_dict() for c in study.claims(cfg, results)]
+    null_results = run_null(study, cfg, run_dir)
+    store.write_json(run_dir / "null_results.json", null_results)
+    claims = [c.to_dict() for c in judge(study, cfg, results, null_results)]
     store.write_json(run_dir / "claims.json", {"study": name, "scale": scale, "claims": claims})
     figs = [f.__dict__ for f in study.figures(cfg, results, ctx)]
     store.write_json(run_dir / "figures.json", figs)
     store.write_json(run_dir / "run.json", {**meta, "status": "done", "seconds": seconds})
     report.build(run_dir)
     return run_dir
+
+
+def run_null(study: ModuleType, cfg: Any, run_dir: Path) -> dict[str, Any]:
+    """The study's pipeline on untrained models: every part at initialisation, measured as the trained ones are."""
+    return study.run(cfg, RunContext(run_dir, progress=False, untrained=True))
+
+
+def judge(study: ModuleType, cfg: Any, results: dict[str, Any], null_results: dict[str, Any] | None) -> list[Claim]:
+    """The study's findings and checks, each finding with its null's value and verdict (studies/verdicts.py)."""
+    rows = study.claims(cfg, results)
+    ids = [r.id for r in rows]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{study.NAME}: claim ids must be unique; got {ids}")
+    return rows if null_results is None else attach_nulls(rows, study.claims(cfg, null_results))
 
 
 def check_resumable(run_dir: Path, name: str, cfg: Any) -> None:

@@ -233,7 +233,8 @@ class Trainer:
     ) -> TrainResult:
         """Train the ensemble. With `checkpoint_dir`, a checkpoint is written at every chunk boundary; with
         `resume`, training continues from it and ends with the same numbers as an uninterrupted run.
-        `stop_after` ends early after that many steps (a chunk boundary), as if the process had been killed.
+        `stop_after` ends early after that many steps (a chunk boundary), as if the process had been killed;
+        0 returns the untrained models with one evaluation recorded at step 0 (what a study's null run uses).
         `init`: stacked models (leading member axis, structured as make_model's) to start from instead of fresh
         ones — continued training, or fresh parts combined with per-member frozen ones."""
         members = as_members(seeds)
@@ -248,6 +249,10 @@ class Trainer:
         eval_key = jax.random.PRNGKey(eval_seed)
         bar = Progress(self.cfg.steps, len(members), enabled=progress, start=step)
         t0, total = time.perf_counter(), self.cfg.steps if stop_after is None else min(stop_after, self.cfg.steps)
+        if total == 0 and step == 0 and self.cfg.eval_batch_size:
+            # Untrained models (a study's null): one evaluation at step 0, so the history has their metrics.
+            ev = {k: np.asarray(v) for k, v in self._eval(state["params"], tasks, eval_key).items()}
+            records += [(0, i, members[i].seed, k, float(v[i])) for k, v in ev.items() for i in range(len(members))]
         try:
             while step < total:
                 n = min(self.cfg.chunk_steps, self.cfg.steps - step)

@@ -29,7 +29,7 @@ from mesalab.analysis.heads import classification_progress
 from mesalab.config import config, override, require, require_choice, require_positive
 from mesalab.models.run import run as run_model
 from mesalab.models.transformer import Transformer, TransformerConfig
-from mesalab.studies import induction_classification_figures
+from mesalab.studies.induction_classification import figures as induction_classification_figures
 from mesalab.studies.induction_heads import accuracy_transitions, finite_median, transitions
 from mesalab.studies.protocol import Claim, Experiment, RunContext, measured_claim
 from mesalab.tasks.classification import ClassificationConfig, eval_sets

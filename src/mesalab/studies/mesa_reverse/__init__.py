@@ -10,7 +10,7 @@ Measured here (DESIGN.md §4 S3; reference/mesa.md §2.7–2.11):
   previous and other tokens;
 - preconditioning constructions (constructions/neumann.py): error against depth on the task's Gram matrices,
   term by term (Neumann) and by repeated squaring (Newton–Schulz), with their conditioning;
-- few-shot regression (studies/repurpose.py) with a dynamics-trained model: plain, EOS-tuned and prefix-tuned
+- few-shot regression (repurpose.py) with a dynamics-trained model: plain, EOS-tuned and prefix-tuned
   formats against least squares.
 """
 
@@ -33,9 +33,10 @@ from mesalab.constructions.neumann import (
 )
 from mesalab.models.run import run as run_model
 from mesalab.models.transformer import Transformer
-from mesalab.studies import mesa_reverse_figures, repurpose
+from mesalab.studies.mesa_reverse import figures as mesa_reverse_figures
+from mesalab.studies.mesa_reverse import repurpose
 from mesalab.studies.mesa_dynamics import curves
-from mesalab.studies.mesa_dynamics_models import model_setup, parameter_count
+from mesalab.studies.mesa_dynamics.models import model_setup, parameter_count
 from mesalab.studies.protocol import Claim, RunContext, measured_claim
 from mesalab.tasks.dynamics import DynamicsConfig, probe_targets, sample_states, tokens
 from mesalab.train import TrainConfig, Trainer, member_of

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from mesalab import figures as fig
-from mesalab.studies.induction_heads_figures import _band, attention_grid
+from mesalab.studies.induction_heads.figures import _band, attention_grid
 from mesalab.studies.protocol import Figure, RunContext
 
 

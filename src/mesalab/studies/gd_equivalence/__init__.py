@@ -4,9 +4,9 @@ on in-context linear regression, and deeper stacks beat plain GD.
 Measured here (DESIGN.md §4 S1): the trained 1-layer LSA's loss against GD-1 at the optimal η (closed form, fitted
 on separate tasks); agreement of predictions and of sensitivities ∂ŷ/∂x_q with the GD construction; the trained
 weights against the construction up to the K-Q / V-P scale symmetry; the interpolated model; out-of-distribution
-input scales and the iterated layer with damping (gd_equivalence_transfer.py); 2–5-layer stacks against K-step GD
-and learned GD++ (gd_equivalence_depth.py); and the interleaved-token model whose first layer should learn to
-copy (gd_equivalence_copying.py).
+input scales and the iterated layer with damping (transfer.py); 2–5-layer stacks against K-step GD
+and learned GD++ (depth.py); and the interleaved-token model whose first layer should learn to
+copy (copying.py).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from mesalab.config import config, require, require_positive
 from mesalab.constructions import gd_lsa
 from mesalab.models.config import TransformerConfig
 from mesalab.models.transformer import Transformer
-from mesalab.studies import gd_equivalence_depth as depth
-from mesalab.studies import gd_equivalence_figures
-from mesalab.studies import gd_equivalence_transfer as transfer
-from mesalab.studies.gd_equivalence_copying import run_copying
+from mesalab.studies.gd_equivalence import depth
+from mesalab.studies.gd_equivalence import figures as gd_equivalence_figures
+from mesalab.studies.gd_equivalence import transfer
+from mesalab.studies.gd_equivalence.copying import run_copying
 from mesalab.studies.protocol import Claim, Experiment, Figure, RunContext, measured_claim, not_run
 from mesalab.tasks.regression import RegressionConfig, sample_raw
 from mesalab.models.weights import ov, qk

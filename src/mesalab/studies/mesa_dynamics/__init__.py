@@ -7,7 +7,7 @@ Measured here (DESIGN.md §4 S2; reference/mesa.md §2.2–2.7), all on one fixe
 - per-position loss curves of every trained model next to per-position least squares (all pairs seen so far, and
   the authors' one-pair-fewer convention) and one GD step with the best η;
 - a comparison group trained alike: a single mesa layer, the softmax + mesa hybrid, deeper linear and softmax
-  stacks and a full transformer on raw tokens (mesa_dynamics_models.py names them);
+  stacks and a full transformer on raw tokens (models.py names them);
 - the 1-layer, 2-head linear model on masked tokens and its compressed 12-scalar form (analysis/compress.py),
   whose η-term is one GD step from W_0 = 0.
 """
@@ -32,8 +32,8 @@ from mesalab.config import config, require, require_choice, require_positive
 from mesalab.models.run import predict
 from mesalab.models.transformer import Transformer
 from mesalab.models.weights import all_ov, all_qk
-from mesalab.studies import mesa_dynamics_figures
-from mesalab.studies.mesa_dynamics_models import model_setup, parameter_count, parse
+from mesalab.studies.mesa_dynamics import figures as mesa_dynamics_figures
+from mesalab.studies.mesa_dynamics.models import model_setup, parameter_count, parse
 from mesalab.studies.protocol import Claim, Experiment, Figure, RunContext, measured_claim
 from mesalab.tasks.dynamics import DynamicsConfig, sample_states, tokens
 from mesalab.train import TrainConfig, Trainer, member_of

@@ -26,7 +26,7 @@ from mesalab.analysis.phenomenology import ABRUPT_RATIO, abruptness
 from mesalab.config import config, require, require_positive
 from mesalab.models.run import run as run_model
 from mesalab.models.transformer import Transformer, TransformerConfig
-from mesalab.studies import induction_heads_figures
+from mesalab.studies.induction_heads import figures as induction_heads_figures
 from mesalab.studies.protocol import Claim, Experiment, RunContext, measured_claim
 from mesalab.tasks.copying import CopyingConfig, repeated_tokens
 from mesalab.train import TrainConfig, Trainer
