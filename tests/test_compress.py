@@ -81,3 +81,27 @@ def test_interpolated_retraining_keeps_the_frozen_heads_and_trains_the_rest():
         one.model, avg(all_qk, one.frozen_qk), avg(all_ov, one.frozen_ov)), x), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(one.frozen_qk, expand_blocks(compressed_scalars(member_of(trained, 1), 4)["qk"], D),
                                rtol=1e-6)
+
+
+def test_acting_scalars_of_the_one_layer_masked_model_are_twelve_and_carry_it():
+    """On masked tokens [0, 0, s_t, s_{t−1}] read out from slot 0, a 2-head 1-layer model's compressed form depends
+    on 2 × (2 × 2 + 2) = 12 scalars only: zeroing every other scalar changes no prediction."""
+    from mesalab.analysis.compress import acting_parameter_count, acting_scalars
+
+    model = Transformer(dataclasses.replace(CFG, n_layers=1), key=jax.random.PRNGKey(0))
+    assert acting_parameter_count(model, 4, (2, 3), (0,)) == 12
+    assert acting_parameter_count(model, 4, (1, 2, 3), (0,)) == 2 * (9 + 3)
+    with pytest.raises(ValueError, match="1-layer"):
+        acting_parameter_count(Transformer(CFG, key=jax.random.PRNGKey(0)), 4, (2, 3), (0,))
+    rng = np.random.default_rng(3)
+    qk, ov = rng.normal(size=(1, 2, 4, 4)) * 0.3, rng.normal(size=(1, 2, 4, 4)) * 0.3
+    masks = acting_scalars(2, 4, (2, 3), (0,))
+    x = DynamicsConfig(d=D, seq_len=7, token_format="constructed_masked").sample(jax.random.PRNGKey(1), 4).inputs
+    full = predict(model_from_scalars(model, qk, ov), x)
+    kept = predict(model_from_scalars(model, np.where(masks["qk"], qk, 0), np.where(masks["ov"], ov, 0)), x)
+    np.testing.assert_allclose(kept, full, rtol=1e-5, atol=1e-7)
+    # A scalar outside the mask that reads a filled slot does matter (slot 1 is empty only on masked tokens).
+    x_full = DynamicsConfig(d=D, seq_len=7).sample(jax.random.PRNGKey(1), 4).inputs
+    assert not np.allclose(predict(model_from_scalars(model, np.where(masks["qk"], qk, 0),
+                                                      np.where(masks["ov"], ov, 0)), x_full),
+                           predict(model_from_scalars(model, qk, ov), x_full))

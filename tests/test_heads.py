@@ -6,7 +6,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mesalab.analysis.heads import copying_score, induction_targets, prefix_matching_score, previous_token_score
+from mesalab.analysis.heads import (
+    copying_score, induction_targets, logit_raise_copying_score, prefix_matching_score, previous_token_score,
+)
 from mesalab.config import ConfigError
 from mesalab.models import Transformer, TransformerConfig
 from mesalab.models import weights as W
@@ -47,6 +49,10 @@ def test_copying_score_is_plus_one_for_a_copying_head_and_minus_one_for_an_anti_
     anti = eqx.tree_at(lambda m: m.blocks[0].attn.W_O, copy, -jnp.eye(16)[None])
     assert float(copying_score(copy, 0, 0)) == pytest.approx(1.0, abs=1e-5)
     assert float(copying_score(anti, 0, 0)) == pytest.approx(-1.0, abs=1e-5)
+    # Olsson's evaluator: all of the raise on the attended token, or none of it
+    tokens = jnp.arange(10)
+    assert float(logit_raise_copying_score(copy, 0, 0, tokens)) == pytest.approx(1.0, abs=1e-4)
+    assert float(logit_raise_copying_score(anti, 0, 0, tokens)) == pytest.approx(-1.0, abs=1e-4)
 
 
 def test_reddy_model_without_output_projection_and_with_a_classifier():

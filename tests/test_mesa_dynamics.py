@@ -1,4 +1,5 @@
-"""The mesa-dynamics study end to end at smoke scale, and its configuration errors."""
+"""The mesa-dynamics study end to end at smoke scale (one shared run: trained, then its null), and its configuration
+errors."""
 
 import json
 
@@ -9,18 +10,33 @@ from mesalab.studies.mesa_dynamics.models import model_setup, parameter_count
 from mesalab.studies.runner import run_study, study_config
 
 
-def test_smoke_run_writes_claims_figures_and_report(tmp_path):
-    out = run_study("mesa-dynamics", "smoke", out=tmp_path / "run", progress=False)
-    claims = json.loads((out / "claims.json").read_text())["claims"]
-    assert len(claims) == 8 and all(c["verdict"] in ("PASS", "FAIL", "NOT RUN") for c in claims)
-    results = json.loads((out / "results.json").read_text())
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    return run_study("mesa-dynamics", "smoke", out=tmp_path_factory.mktemp("s2") / "run", progress=False)
+
+
+def test_smoke_run_writes_rows_with_nulls_figures_and_report(smoke):
+    rows = json.loads((smoke / "claims.json").read_text())["claims"]
+    ids = {r["id"] for r in rows}
+    assert {"default-loss", "in-context", "mesa-beats-stacks", "mesa-near-lsq", "hybrid-best", "one-layer-gd1",
+            "compressed-loss", "lsq-all-t10", "lsq-one-fewer-t10", "acting-scalars", "eta-term-gd"} == ids
+    findings = [r for r in rows if r["kind"] == "finding"]
+    # On untrained models no finding may pass.
+    assert {r["id"]: r["null_verdict"] for r in findings if r["null_verdict"] not in ("FAIL", "INCONCLUSIVE",
+                                                                                      "NOT RUN")} == {}
+    # The identities hold on any weights, trained or not.
+    assert all(r["verdict"] == "PASS" for r in rows if r["id"] in ("acting-scalars", "eta-term-gd"))
+    results = json.loads((smoke / "results.json").read_text())
+    null = json.loads((smoke / "null_results.json").read_text())
     assert set(results["compare"]) == {"mesa-1", "linear-2"}
     assert len(results["default"]["curve"]) == 3 and len(results["default"]["curve"][0]) == 20
-    # The compressed 1-layer model is rebuilt from 12 scalars per seed: 2 heads × (2×2 + 2).
-    assert len(results["one_layer"]["analysis"]["scalars_qk"][0]) == 2
+    assert results["default"]["history"]["steps"][-1] == 40 and null["default"]["history"]["steps"] == [0]
+    # The compressed parameter count is computed: 2 heads × (2 × 2 + 1 × 2) acting scalars.
+    assert results["one_layer"]["analysis"]["compressed_params"] == 12
+    assert results["one_layer"]["analysis"]["input_slots"] == [2, 3]
     for name in ("per_position", "training", "mesa_vs_depth", "weights", "compressed_1layer"):
-        assert (out / "figures" / f"{name}.png").stat().st_size > 10_000
-    assert "mesa layer" in (out / "report.html").read_text()
+        assert (smoke / "figures" / f"{name}.png").stat().st_size > 10_000
+    assert "mesa layer" in (smoke / "report.html").read_text()
 
 
 def test_parameter_counts_match_the_paper():

@@ -5,6 +5,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from mesalab.analysis.compress import compress, interpolate
 from mesalab.analysis.sensitivity import own_previous_other, token_sensitivity
@@ -14,16 +15,32 @@ from mesalab.studies.runner import run_study
 from mesalab.tasks import DynamicsConfig
 
 
-def test_smoke_run_writes_claims_and_figures(tmp_path):
-    out = run_study("mesa-reverse-engineering", "smoke", out=tmp_path / "run", progress=False)
-    claims = json.loads((out / "claims.json").read_text())["claims"]
-    assert len(claims) == 9 and {c["verdict"] for c in claims} <= {"PASS", "FAIL", "NOT RUN"}
-    results = json.loads((out / "results.json").read_text())
-    probes = results["deep"][-1]["probes"][0]["s_next"]
-    assert np.asarray(probes).shape == (3, 20)  # [embed + 2 layers, positions]
-    assert len(results["deep"][-1]["retrained"]["loss"]) == 3  # the interpolation retraining, one per seed
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One smoke run (trained, then the null on untrained models) shared by the tests of this module."""
+    return run_study("mesa-reverse-engineering", "smoke", out=tmp_path_factory.mktemp("s3") / "run", progress=False)
+
+
+def test_smoke_run_writes_results_and_figures(smoke_run):
+    results = json.loads((smoke_run / "results.json").read_text())
+    top = results["deep"][-1]
+    assert np.asarray(top["probes"][0]["s_next"]).shape == (3, 20)  # [embed + 2 layers, positions]
+    assert len(top["retrained"]["loss"]) == 3  # the interpolation retraining, one per seed
+    assert set(top["fewshot"][0]) == {"plain", "eos_untuned", "eos", "prefix"}
+    assert top["history"]["steps"][-1] == 30 and len(top["history"]["test_loss"]) == 3
+    null = json.loads((smoke_run / "null_results.json").read_text())
+    assert null["deep"][-1]["history"]["steps"] == [0]  # the null: untrained models, evaluated at step 0 only
     for name in ("probes", "compressed", "copying", "neumann", "fewshot"):
-        assert (out / "figures" / f"{name}.png").stat().st_size > 10_000
+        assert (smoke_run / "figures" / f"{name}.png").stat().st_size > 10_000
+
+
+def test_every_finding_fails_on_its_null(smoke_run):
+    claims = json.loads((smoke_run / "claims.json").read_text())["claims"]
+    ids = {c["id"] for c in claims}
+    assert {"probe-depth-s_next", "probe-context-preconditioned", "retrained-interpolation", "mesa-dataset-copy",
+            "mesa-dataset-previous", "neumann-depth", "fewshot-eos", "fewshot-prefix"} <= ids
+    findings = [c for c in claims if c["kind"] == "finding"]
+    assert findings and all(c["null_verdict"] in {"FAIL", "INCONCLUSIVE", "NOT RUN"} for c in findings)
 
 
 def test_sequence_formats_put_examples_where_the_predictions_are_read():

@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 from mesalab import load_run
 from mesalab.cli import app
 from mesalab.config import ConfigError
-from mesalab.studies.protocol import VERDICTS
 from mesalab.studies.runner import run_study, study_config
 
 runner = CliRunner(env={"COLUMNS": "300"})
@@ -32,23 +31,32 @@ def test_run_writes_every_artefact(smoke_run):
                  "figures/ood.png", "figures/iterated.png", "figures/depth.png", "checkpoints/lsa-2/checkpoint.safetensors",
                  "checkpoints/lsa/checkpoint.safetensors"):
         assert (out / name).exists(), name
-    assert "within 2% of optimal one-step GD" in output and "report:" in output
+    assert "findings passed" in output and "checks passed" in output and "report:" in output
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("claims.json", "report.html", "checkpoints/lsa/checkpoint.safetensors", "figures/loss.png"):
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask, name  # readable by others, as umask allows
     meta = json.loads((out / "run.json").read_text())
     assert meta["status"] == "done" and meta["seconds"] > 0 and meta["scale"] == "smoke"
     env = json.loads((out / "environment.json").read_text())
     assert env["versions"]["jax"] and env["device"].startswith("cpu")
 
 
-def test_claims_json_schema(smoke_run):
+def test_claims_json_holds_findings_with_their_nulls_and_checks(smoke_run):
     data = json.loads((smoke_run[0] / "claims.json").read_text())
     assert data["study"] == "gd-equivalence" and data["claims"]
+    kinds = {c["kind"] for c in data["claims"]}
+    assert kinds == {"finding", "check"}
     for c in data["claims"]:
-        assert set(c) == {"claim", "source", "paper", "measured", "spread", "threshold", "verdict", "detail", "unit"}
-        assert c["verdict"] in VERDICTS
-        if c["verdict"] == "NOT RUN":
-            assert c["measured"] is None and c["detail"]
-        else:
-            assert isinstance(c["measured"], float)
+        assert {"id", "kind", "measured", "per_seed", "threshold", "threshold_source", "verdict", "reason", "null",
+                "null_value", "null_verdict", "changes"} <= set(c)
+        if c["kind"] == "finding":
+            assert c["null"] and c["null_verdict"] in ("FAIL", "INCONCLUSIVE", "NOT RUN"), c["id"]
+        if c["verdict"] != "PASS":
+            assert c["reason"], c["id"]
+    assert (smoke_run[0] / "null_results.json").exists()
 
 
 def test_load_run_reads_config_metrics_and_models(smoke_run):
@@ -63,7 +71,8 @@ def test_load_run_reads_config_metrics_and_models(smoke_run):
 
 def test_report_is_self_contained_with_claims_first(smoke_run):
     html = (smoke_run[0] / "report.html").read_text()
-    assert html.index("claims-table") < html.index('id="figures"') < html.index('id="config"')
+    assert html.index("findings-table") < html.index("checks-table") < html.index('id="figures"') < html.index('id="config"')
+    assert "findings passed" in html and "checks passed" in html
     assert "data:image/png;base64," in html and 'src="http' not in html
     (smoke_run[0] / "report.html").unlink()
     res = runner.invoke(app, ["report", str(smoke_run[0])])
@@ -77,7 +86,7 @@ def test_report_renders_in_headless_chromium(smoke_run, tmp_path):
     report = smoke_run[0] / "report.html"
     args = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
     dom = subprocess.run(args + ["--dump-dom", report.as_uri()], capture_output=True, text=True, timeout=120).stdout
-    assert "<table" in dom and "within 2% of optimal one-step GD" in dom
+    assert '<table id="findings-table">' in dom and '<table id="checks-table">' in dom
     shot = tmp_path / "report.png"
     subprocess.run(args + [f"--screenshot={shot}", "--window-size=1200,1600", report.as_uri()],
                    capture_output=True, timeout=120)
@@ -93,12 +102,13 @@ def test_report_renders_in_headless_chromium(smoke_run, tmp_path):
 def test_runs_lists_past_runs(smoke_run):
     res = runner.invoke(app, ["runs", str(smoke_run[0].parent)])
     assert res.exit_code == 0 and "gd-equivalence" in res.output and "smoke" in res.output
+    assert "findings" in res.output and "checks" in res.output
 
 
 def test_set_overrides_are_validated():
     cfg = study_config("gd-equivalence", "smoke", ["lr=3e-3", "steps=50"])
     assert cfg.lr == 3e-3 and cfg.steps == 50
-    with pytest.raises(ConfigError, match="has no field 'lrr'; valid keys: .*lr"):
+    with pytest.raises(ConfigError, match=r"has no field 'lrr'; did you mean 'lr'\? valid keys: .*lr"):
         study_config("gd-equivalence", "smoke", ["lrr=1"])
     with pytest.raises(ConfigError, match=r"Config.steps = 'many' is not allowed; expected int"):
         study_config("gd-equivalence", "smoke", ["steps=many"])
@@ -107,6 +117,13 @@ def test_set_overrides_are_validated():
     # Tuples: bare, bracketed or empty.
     for text, want in (("2,3", (2, 3)), ("(2, 3)", (2, 3)), ("[4]", (4,)), ("()", ()), ("", ())):
         assert study_config("gd-equivalence", "smoke", [f"depths={text}"]).depths == want
+
+
+def test_config_lists_keys_defaults_and_presets():
+    res = runner.invoke(app, ["config", "gd-equivalence"])
+    assert res.exit_code == 0 and "x_half_width" in res.output and "smoke" in res.output and "paper" in res.output
+    res = runner.invoke(app, ["config", "gd-equivalance"])
+    assert res.exit_code == 2 and "known studies" in res.output
 
 
 def test_cli_errors_are_one_line():
@@ -118,9 +135,11 @@ def test_cli_errors_are_one_line():
     assert res.exit_code == 2 and "x_half_width = -1.0 is not allowed" in res.output
 
 
-def test_list_shows_summary_and_source():
+def test_list_shows_summary_and_source_and_version():
     res = runner.invoke(app, ["list"])
     assert res.exit_code == 0 and "gd-equivalence" in res.output and "von Oswald" in res.output
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.startswith("mesalab ")
 
 
 def test_a_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path):

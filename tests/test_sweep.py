@@ -22,7 +22,7 @@ def test_grid_points_that_share_a_program_form_one_ensemble():
 
 
 def test_grid_typos_and_impossible_values_are_one_line_errors():
-    with pytest.raises(ConfigError, match="has no field 'lrr'; valid keys"):
+    with pytest.raises(ConfigError, match=r"has no field 'lrr'; did you mean 'lr'\? valid keys"):
         parse_grid(Config, ["lrr=1,2"])
     with pytest.raises(ConfigError, match="Config.steps = 'x' is not allowed; expected int"):
         parse_grid(Config, ["steps=10,x"])

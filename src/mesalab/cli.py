@@ -12,9 +12,23 @@ from rich.table import Table
 
 from mesalab import jax_setup  # noqa: F401  (persistent compilation cache, before any compile)
 from mesalab.config import ConfigError
-from mesalab.studies import DEFAULT_STUDY, STUDIES, UnknownStudyError
+from mesalab.studies import DEFAULT_STUDY, STUDIES, UnknownStudyError, get_study
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Mechanistic studies of in-context learning.")
+app = typer.Typer(no_args_is_help=True, help="Mechanistic studies of in-context learning.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"mesalab {version('mesalab')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="print the version and exit")) -> None:
+    """Mechanistic studies of in-context learning."""
 
 
 def console() -> Console:
@@ -34,7 +48,8 @@ def list_studies() -> None:
     table = Table(show_header=True)
     for col in ("study", "summary", "source"):
         table.add_column(col, overflow="fold")
-    for name, mod in STUDIES.items():
+    for name in STUDIES:
+        mod = get_study(name)
         table.add_row(name, mod.SUMMARY, mod.SOURCE)
     console().print(table)
 
@@ -99,6 +114,36 @@ def run(
     console().print(f"report: {run_dir / 'report.html'}")
     if strict and any(c.get("kind", "finding") == "finding" and c["verdict"] != "PASS" for c in claims):
         raise typer.Exit(1)
+
+
+@app.command("config")
+def show_config(study: str = typer.Argument(DEFAULT_STUDY, help="study name (see `mesalab list`)")) -> None:
+    """A study's config keys: type, default, and each preset's value where it differs from the default."""
+    import dataclasses
+
+    try:
+        mod = get_study(study)
+    except UnknownStudyError as e:
+        fail(str(e))
+    default = mod.Config()
+    scales = list(mod.PRESETS)
+    table = Table(title=f"{study}: keys for --set / --grid")
+    for col in ("key", "type", "default", *scales):
+        table.add_column(col, overflow="fold")
+    hints = typing_hints(mod.Config)
+    for f in dataclasses.fields(mod.Config):
+        value = getattr(default, f.name)
+        cells = [repr(v) if (v := getattr(mod.PRESETS[s], f.name)) != value else "" for s in scales]
+        table.add_row(f.name, hints.get(f.name, ""), repr(value), *cells)
+    console().print(table)
+    doc = (mod.Config.__doc__ or "").strip()
+    if doc:
+        console().print(doc, highlight=False)
+
+
+def typing_hints(cls: type) -> dict[str, str]:
+    """Field name → its annotation as written (e.g. 'tuple[int, ...]')."""
+    return {name: str(tp) for name, tp in getattr(cls, "__annotations__", {}).items()}
 
 
 @app.command()

@@ -8,6 +8,7 @@ field is static and decides the shapes of the compiled program.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import types
 import typing
@@ -167,7 +168,9 @@ def parse_value(cls: type, field: str, text: str) -> Any:
     field accepts."""
     types_ = _field_types(cls)
     if field not in types_:
-        raise ConfigError(f"{cls.__name__} has no field {field!r}; valid keys: {', '.join(sorted(types_))}")
+        close = difflib.get_close_matches(field, list(types_), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(f"{cls.__name__} has no field {field!r}; {hint}valid keys: {', '.join(sorted(types_))}")
     tp = types_[field]
     options = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_origin(tp) in (
         typing.Union, types.UnionType) else [tp]

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg")  # files only; never needs a display
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from mesalab.store import atomic_write  # noqa: E402
+from mesalab.store import atomic_write
 
 STYLE = {
     "figure.figsize": (6.4, 4.0), "figure.dpi": 110, "axes.grid": True, "grid.alpha": 0.3,

@@ -20,14 +20,24 @@ import pandas as pd
 from mesalab.config import from_dict, to_dict
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(tmp) on a temporary path beside `path`, then rename it into place."""
+    """Call write(tmp) on a temporary path beside `path`, flush it to disk, then rename it into place. The file gets
+    the mode an ordinary write would (0666 less the umask), so colleagues and web servers can read runs."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600
+        with open(tmp, "rb") as f:  # the data reaches the disk before the rename makes it visible
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

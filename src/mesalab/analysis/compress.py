@@ -20,6 +20,7 @@ import dataclasses
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mesalab.models.transformer import Transformer
 from mesalab.models.weights import all_ov, all_qk
@@ -149,6 +150,29 @@ def compress(model: Transformer, slots: int) -> Transformer:
 def compressed_parameter_count(model: Transformer, slots: int) -> int:
     """2·slots² scalars per head and layer."""
     return 2 * slots * slots * model.cfg.n_heads * model.cfg.n_layers
+
+
+def acting_scalars(n_heads: int, slots: int, input_slots, output_slots) -> dict[str, np.ndarray]:
+    """Masks {"qk", "ov"} [1, head, slots, slots] of the block scalars that can change a 1-layer model's prediction
+    when its tokens are zero outside `input_slots` and its read-out takes `output_slots`: W_KᵀW_Q[key, query] with
+    key and query slots both in input_slots, and PW_V[out, value] with out in output_slots and value in input_slots.
+    Every other scalar multiplies a zero slot or writes where the read-out does not look."""
+    inp = np.zeros(slots, bool)
+    inp[list(input_slots)] = True
+    out = np.zeros(slots, bool)
+    out[list(output_slots)] = True
+    qk = np.broadcast_to(inp[:, None] & inp[None, :], (1, n_heads, slots, slots)).copy()
+    ov = np.broadcast_to(out[:, None] & inp[None, :], (1, n_heads, slots, slots)).copy()
+    return {"qk": qk, "ov": ov}
+
+
+def acting_parameter_count(model: Transformer, slots: int, input_slots, output_slots) -> int:
+    """How many compressed scalars act in a 1-layer model (`acting_scalars`): n_heads · (|in|² + |out|·|in|), 12 for
+    the paper's 2-head model on masked tokens [0, 0, s_t, s_{t−1}] read out from slot 0 (reference/mesa.md §2.7)."""
+    if model.cfg.n_layers != 1:
+        raise ValueError("acting scalars are defined for a 1-layer model; deeper layers write into every slot")
+    masks = acting_scalars(model.cfg.n_heads, slots, input_slots, output_slots)
+    return int(masks["qk"].sum() + masks["ov"].sum())
 
 
 def eta_term_rate(scalars: dict[str, jax.Array], key_slot: int = 3, query_slot: int = 2, value_slot: int = 2,

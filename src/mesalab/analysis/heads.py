@@ -6,8 +6,11 @@ from a batched attention pattern [batch, head, query, key] (a `models.run` cache
 - previous-token score: mean attention from position i to i − 1;
 - prefix-matching (induction) score: mean attention from a token to the positions just *after* its earlier
   occurrences — the token induction predicts comes next (on repeated random tokens the stripe 1 − half_len back);
-- copying score: Σλ / Σ|λ| over the eigenvalues of a head's full OV circuit W_E W_V W_O W_U, in [−1, 1]; positive when
-  attending to a token raises that token's own logit (Elhage et al. 2021's eigenvalue form of Olsson's copying test).
+- copying score (Olsson et al.'s evaluator): attend fully to a token; of the logit raise over a sample of tokens
+  (logits minus their mean, ReLU) the share that goes to the attended token itself, rescaled to [−1, 1] as
+  2·share − 1 — positive when the attended token gets more than the rest of the sample together;
+- OV eigenvalue score: Σλ / Σ|λ| over the eigenvalues of a head's full OV circuit W_E W_V W_O W_U, in [−1, 1];
+  positive when attending to a token raises that token's own logit (Elhage et al. 2021's eigenvalue form).
 
 Progress measures of Reddy 2024's in-context classification (reference/induction.md §1.5; the paper's names
 ILA1, TILA2, TLA2, CLA are reconstructed there from the acronyms): on sequences x₁, ℓ₁, …, x_N, ℓ_N, x_q,
@@ -54,6 +57,32 @@ def prefix_matching_score(pattern: jax.Array, tokens: jax.Array) -> jax.Array:
     mass = jnp.sum(pattern * targets[:, None], axis=-1)                  # [b, head, q]
     has = jnp.any(targets, axis=-1)[:, None, :].astype(pattern.dtype)    # [b, 1, q]
     return jnp.sum(mass * has, axis=(0, 2)) / jnp.maximum(jnp.sum(has, axis=(0, 2)), 1.0)
+
+
+def _direct_ov(model, layer: int, head: int, tokens) -> jax.Array:
+    """The head's direct path from token embeddings to logits, restricted to `tokens`: [len(tokens), len(tokens)]
+    with row t the logits raised when the head attends fully to token t."""
+    if model.W_E is None or model.W_U is None:
+        raise ValueError("copying scores need a model with an input embedding and an unembedding (TransformerConfig "
+                         "d_in and d_out)")
+    attn = model.blocks[layer].attn
+    embed = jnp.pad(model.W_E, ((0, 0), (0, attn.W_V.shape[1] - model.W_E.shape[1])))  # a position code reads 0
+    tokens = jnp.asarray(tokens)
+    return embed[tokens] @ attn.W_V[head] @ attn.output_matrix[head] @ model.W_U[:, tokens]
+
+
+def logit_raise_copying_score(model, layer: int, head: int, tokens) -> jax.Array:
+    """Olsson et al.'s copying evaluator (reference/induction.md §4), in [−1, 1].
+
+    For each token t of the sample `tokens` (Olsson: 25 random tokens, leaving out the most and least common; here
+    the caller's sample, e.g. the labels a task copies): the logits the head's direct path raises when it attends
+    fully to t, minus their mean over the sample, through a ReLU; the share of that raise on t itself. The mean share
+    over the sample is rescaled to 2·share − 1: +1 when every raise goes to the attended token, 0 when it gets half,
+    and about −1 + 2/k for a head that raises k tokens alike."""
+    logits = _direct_ov(model, layer, head, tokens)
+    raised = jax.nn.relu(logits - jnp.mean(logits, axis=-1, keepdims=True))
+    share = jnp.diagonal(raised) / jnp.maximum(jnp.sum(raised, axis=-1), 1e-30)
+    return 2.0 * jnp.mean(share) - 1.0
 
 
 def copying_score(model, layer: int, head: int, tokens=None) -> jax.Array:

@@ -1,15 +1,21 @@
-"""One file per finding. Each study has presets per scale, run(), claims() and figures() (see protocol.py)."""
+"""One package per study (see protocol.py). Studies are imported when first asked for, so a command that runs one
+study does not import the others."""
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 
-from mesalab.studies import gd_equivalence, induction_classification, induction_heads, mesa_dynamics, mesa_reverse
-
-STUDIES: dict[str, ModuleType] = {gd_equivalence.NAME: gd_equivalence, mesa_dynamics.NAME: mesa_dynamics,
-                                 mesa_reverse.NAME: mesa_reverse, induction_classification.NAME: induction_classification,
-                                 induction_heads.NAME: induction_heads}
-DEFAULT_STUDY = gd_equivalence.NAME
+# name → module, in the order `mesalab list` shows them
+MODULES: dict[str, str] = {
+    "gd-equivalence": "mesalab.studies.gd_equivalence",
+    "mesa-dynamics": "mesalab.studies.mesa_dynamics",
+    "mesa-reverse-engineering": "mesalab.studies.mesa_reverse",
+    "induction-classification": "mesalab.studies.induction_classification",
+    "induction-heads": "mesalab.studies.induction_heads",
+}
+STUDIES = tuple(MODULES)
+DEFAULT_STUDY = "gd-equivalence"
 
 
 class UnknownStudyError(KeyError):
@@ -18,9 +24,9 @@ class UnknownStudyError(KeyError):
 
 
 def get_study(name: str) -> ModuleType:
-    if name not in STUDIES:
-        raise UnknownStudyError(f"unknown study {name!r}; known studies: {', '.join(STUDIES)}")
-    return STUDIES[name]
+    if name not in MODULES:
+        raise UnknownStudyError(f"unknown study {name!r}; known studies: {', '.join(MODULES)}")
+    return importlib.import_module(MODULES[name])
 
 
-__all__ = ["DEFAULT_STUDY", "STUDIES", "UnknownStudyError", "get_study"]
+__all__ = ["DEFAULT_STUDY", "MODULES", "STUDIES", "UnknownStudyError", "get_study"]

@@ -127,7 +127,7 @@ class Learned:
         """A seed learned when its loss is at most (1 − margin) × the trivial predictor's loss."""
         loss = np.asarray(losses, float).ravel()
         ok = tuple(bool(x) for x in np.isfinite(loss) & (loss <= (1 - margin) * trivial))
-        return Learned(ok, f"loss ≤ {1 - margin:g} × {trivial_name}'s {trivial:.4g}")
+        return Learned(ok, f"loss ≤ {1 - margin:g} × {trivial:.4g}, the loss of {trivial_name}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,11 +241,15 @@ class Claim:
 
     @property
     def measured_text(self) -> str:
-        return self.fmt(self.measured)
+        # None is "not run", or a statistic that does not exist (nan: e.g. no transition), which JSON stores as null
+        return "nan" if self.measured is None and self.verdict != "NOT RUN" else self.fmt(self.measured)
 
     @property
     def null_text(self) -> str:
-        return self.fmt(self.null_value) + (f" ({self.null_verdict})" if self.null_verdict else "")
+        if not self.null_verdict:
+            return self.fmt(self.null_value)
+        value = "nan" if self.null_value is None and self.null_verdict != "NOT RUN" else self.fmt(self.null_value)
+        return f"{value} ({self.null_verdict})"
 
     @property
     def per_seed_text(self) -> str:
@@ -272,8 +276,8 @@ def finding(id: str, claim: str, source: str, paper: str, values: Sequence[float
     if not 1 <= need <= n:
         raise ValueError(f"{id}: need = {need} seeds out of {n}")
     ok_learned = np.ones(n, bool) if learned is None else np.asarray(learned.per_seed, bool)
-    judged_values = np.where(ok_learned, v, np.nan)
-    stat = judged(judged_values, rule, need)
+    judged_values = np.where(ok_learned, v, np.nan)  # a seed that did not learn counts as failing
+    stat = judged(v, rule, need)  # shown as measured: the need-th best seed, learned or not (the reason says which)
     count = int(rule.holds(judged_values).sum())
     passes = count >= need
     needed = f"{need} of {n} seeds" if n > 1 else ""
@@ -287,8 +291,10 @@ def finding(id: str, claim: str, source: str, paper: str, values: Sequence[float
                                    f"{need} needed")
     if converged is not None and not converged.converged:
         verdict = "INCONCLUSIVE"
+        unlearned = (f"; only {int(ok_learned.sum())} of {n} seeds have learned so far ({learned.text})"
+                     if learned is not None and ok_learned.sum() < need else "")
         reason = (f"training did not converge: {converged.text}; the value at this budget is "
-                  f"{rule.format(stat)} ({'passes' if passes else 'fails'} {rule.text})"
+                  f"{rule.format(stat)} ({'passes' if passes else 'fails'} {rule.text}){unlearned}"
                   + (f". {budget}" if budget else ""))
     changes = tuple(changes)
     if n > 2 and kind == "finding":

@@ -9,6 +9,9 @@ is that item's label, read at the last token. With items A = 0, B = 1 and labels
     tokens   [1, 10, 0, 9, 1]      inputs: one-hot over the V = n_items + n_labels ids, [2N + 1, V]
     target   10 at the last position (one-hot over V), loss there only
 
+With bos=True every sequence starts with a BOS token (id n_items + n_labels, the last id), as Olsson et al.'s
+evaluation sequences do.
+
 `repeated_tokens` draws the sequences on which induction and prefix-matching scores are measured: a random block
 of tokens repeated (TransformerLens: 50 tokens twice; Olsson's prefix-matching: 25 tokens 4 times with a BOS;
 reference/induction.md §4). At a position t ≥ half_len the token's previous occurrence is t − half_len, so an
@@ -32,12 +35,14 @@ def _is_int(v) -> bool:
 class CopyingConfig:
     """n_items, n_labels: the two parts of the vocabulary; n_pairs N item-label pairs before the query;
     distinct_labels: labels within a sequence are distinct (as in the phenomenological model's N distinct context
-    labels; needs N <= n_labels), else drawn i.i.d."""
+    labels; needs N <= n_labels), else drawn i.i.d.; bos: start every sequence with a BOS token (id n_items +
+    n_labels)."""
 
     n_items: int = 32
     n_labels: int = 8
     n_pairs: int = 4
     distinct_labels: bool = True
+    bos: bool = False
 
     def __post_init__(self) -> None:
         require(self, "n_items", _is_int(self.n_items) and self.n_items >= 1, "a positive integer")
@@ -45,11 +50,17 @@ class CopyingConfig:
         require(self, "n_pairs", _is_int(self.n_pairs) and 1 <= self.n_pairs <= self.n_items,
                 f"an integer in [1, n_items] = [1, {self.n_items}] (the N context items are distinct)")
         require(self, "distinct_labels", isinstance(self.distinct_labels, bool), "True or False")
+        require(self, "bos", isinstance(self.bos, bool), "True or False")
         require(self, "n_pairs", not self.distinct_labels or self.n_pairs <= self.n_labels,
                 f"at most n_labels ({self.n_labels}) with distinct_labels=True")
 
     @property
     def vocab_size(self) -> int:
+        return self.n_items + self.n_labels + int(self.bos)
+
+    @property
+    def bos_id(self) -> int:
+        """The BOS token's id (the last one; present only with bos=True)."""
         return self.n_items + self.n_labels
 
     @property
@@ -62,7 +73,7 @@ class CopyingConfig:
 
     @property
     def seq_len(self) -> int:
-        return 2 * self.n_pairs + 1
+        return 2 * self.n_pairs + 1 + int(self.bos)
 
     @property
     def loss_positions(self) -> str:
@@ -97,6 +108,8 @@ def sample(cfg: CopyingConfig, key: jax.Array, batch_size: int) -> Batch:
     query = jnp.take_along_axis(items, qi, axis=1)
     target = jnp.take_along_axis(labels, qi, axis=1)[:, 0]
     tokens = jnp.concatenate([jnp.stack([items, labels], axis=2).reshape(s, 2 * n), query], axis=1)
+    if cfg.bos:
+        tokens = jnp.concatenate([jnp.full((s, 1), cfg.bos_id, jnp.int32), tokens], axis=1)
     inputs = jax.nn.one_hot(tokens, v, dtype=jnp.float32)
     targets = jnp.zeros_like(inputs).at[:, -1].set(jax.nn.one_hot(target, v, dtype=inputs.dtype))
     mask = jnp.zeros(tokens.shape, inputs.dtype).at[:, -1].set(1.0)

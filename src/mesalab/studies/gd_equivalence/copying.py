@@ -17,6 +17,7 @@ import numpy as np
 
 from mesalab.models.config import TransformerConfig
 from mesalab.models.transformer import Transformer
+from mesalab.studies.gd_equivalence.one_layer import eval_curve
 from mesalab.studies.protocol import RunContext
 from mesalab.tasks.regression import RegressionConfig
 from mesalab.train import Trainer, member_of
@@ -61,11 +62,10 @@ def run_copying(cfg: Any, ctx: RunContext, seed: int) -> dict[str, Any]:
                                chunk_steps=cfg.chunk_steps, eval_batch_size=cfg.eval_batch_size)
     model = copy_model(task, cfg.copy_pos_dim, cfg.copy_init_scale)
     trainer = Trainer(task, functools.partial(Transformer, model), train)
-    res = trainer.fit(cfg.seeds, checkpoint_dir=ctx.checkpoint_dir("interleaved"), resume=ctx.resume,
-                      progress=ctx.progress)
-    ctx.add_metrics(res.history, "interleaved")
+    res = ctx.fit(trainer, cfg.seeds, "interleaved")
     batch = task.sample(jax.random.PRNGKey(seed), 64)
     sens = [np.asarray(jnp.mean(jax.vmap(functools.partial(layer1_sensitivity, member_of(res.models, i)))(batch.inputs),
                                 axis=0)).tolist() for i in range(cfg.seeds)]
-    final = res.history.query(f"metric == 'test_loss' and step == {res.step}").value.to_numpy()
-    return {"sensitivity": sens, "labels": ["own", "next", "other"], "loss": final.tolist()}
+    final = res.history.query(f"metric == 'test_loss' and step == {res.step}").sort_values("member").value.to_numpy()
+    return {"sensitivity": sens, "labels": ["own", "next", "other"], "loss": final.tolist(),
+            "history": eval_curve(res)}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mesalab.algorithms import gd_predict
 from mesalab.config import override
@@ -63,7 +62,3 @@ def iteration_curves(models: Transformer, task: RegressionConfig, eta: float, it
           for k in range(1, iterations + 1)]
     return {"depth": list(range(1, iterations + 1)), "tf": tf, "gd": gd}
 
-
-def relative_gap(tf: np.ndarray, gd: np.ndarray) -> np.ndarray:
-    """Per member, the largest |L_TF / L_GD − 1| over the scan. tf [points, members] or [members, points]."""
-    return np.max(np.abs(tf / gd - 1.0), axis=0)

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 
 from mesalab import figures as fig
+from mesalab.studies.induction_classification.claims import ic_jumps
+from mesalab.studies.induction_classification.claims_sweeps import identifiable_eps
 from mesalab.studies.induction_heads.figures import _band, attention_grid
 from mesalab.studies.protocol import Figure, RunContext
 
@@ -14,11 +16,8 @@ from mesalab.studies.protocol import Figure, RunContext
 def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
     import matplotlib.pyplot as plt
 
-    from mesalab.studies.induction_heads import accuracy_transitions
-
     main, n = r["main"], cfg.n_pairs
-    ic = {"steps": main["steps"], "curves": {"accuracy": main["curves"]["ic_accuracy"]}}
-    windows = [(t.t10, t.t90) for t in accuracy_transitions(ic, 1 / n) if np.isfinite(t.t10)]
+    windows = [(t.t10, t.t90) for t in ic_jumps(main, n) if np.isfinite(t.t10)]
     out = []
 
     with plt.rc_context(fig.STYLE):
@@ -125,15 +124,14 @@ def _phase_figure(cfg: Any, r: dict[str, Any], phase: dict[str, Any], ctx: RunCo
             v = np.asarray(phase[field][key])
             ax.errorbar(values, v.mean(1), yerr=v.std(1), marker="o", capsize=3, color=color, label=key.upper())
         if field == "eps":
-            from mesalab.studies.induction_classification import identifiable_eps  # the study imports this module
-
             ax.axvline(identifiable_eps(cfg.dim), color="gray", ls=":", label="class identifiable below")
         ax.set(xlabel=label, ylabel="final accuracy", title=f"B = {cfg.phase_burstiness}, K = {cfg.burst_classes}",
                ylim=(-0.05, 1.05))
         ax.legend()
     fig.save(f, ctx.figures_dir / "phase.png")
     return Figure("phase.png", "Phase diagrams: classes × burstiness, noise ε and Zipf α",
-                  "Final IC and IW accuracy (mean over seeds). Chan et al. find ICL rising with B, K and ε, IWL falling "
-                  "with B, and a Zipf exponent near 1 allowing both. The dotted line marks the ε beyond which items of one class "
-                  "overlap less than unrelated items (1/(1+ε²) < 1/√D). Test sets use the base task's ε and uniform "
-                  "classes, so these curves show what the training distribution does to fixed abilities.")
+                  "Final IC and IW accuracy (mean over seeds). Chan et al. find ICL rising with B, K and ε, IWL "
+                  "falling with B, and a Zipf exponent near 1 allowing both. The dotted line marks the ε beyond which "
+                  "items of one class overlap less than unrelated items (1/(1+ε²) < 1/√D). The ε and α points are "
+                  "evaluated on test sets drawn at each member's own ε or α; the K × B grid on its own task's test "
+                  "sets.")

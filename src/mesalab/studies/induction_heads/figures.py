@@ -17,15 +17,16 @@ def _band(ax, part: dict[str, Any], metric: str, label: str, color: str) -> None
     fig.seed_band(ax, frame, "step", metric, label, color)
 
 
-def attention_grid(maps: dict[str, Any], ctx: RunContext) -> None:
+def attention_grid(maps: dict[str, Any], ctx: RunContext, bos: bool = False) -> None:
     """attention.png: layer 1 and 2 patterns (columns) at initialisation and after training (rows) of one
-    sequence x₁ ℓ₁ … x_N ℓ_N x_q; maps[name] = [layer-1 pattern, layer-2 pattern]."""
+    sequence [BOS] x₁ ℓ₁ … x_N ℓ_N x_q; maps[name] = [layer-1 pattern, layer-2 pattern]."""
     import matplotlib.pyplot as plt
 
     with plt.rc_context(fig.STYLE):
         f, axes = plt.subplots(2, 2, figsize=(8, 7.5))
-    n = len(maps["initial"][0])
-    ticks = [f"x{i // 2 + 1}" if i % 2 == 0 else f"ℓ{i // 2 + 1}" for i in range(n - 1)] + ["x_q"]
+    n = len(maps["initial"][0]) - int(bos)
+    ticks = ["BOS"] * int(bos) + [f"x{i // 2 + 1}" if i % 2 == 0 else f"ℓ{i // 2 + 1}" for i in range(n - 1)] + ["x_q"]
+    n += int(bos)
     for row, name in enumerate(("initial", "trained")):
         for layer in range(2):
             ax = axes[row, layer]
@@ -40,7 +41,7 @@ def attention_grid(maps: dict[str, Any], ctx: RunContext) -> None:
 def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
     import matplotlib.pyplot as plt
 
-    from mesalab.studies.induction_heads import accuracy_transitions
+    from mesalab.analysis.transitions import rise_from
 
     two, one = r["two"], r["one"]
     with plt.rc_context(fig.STYLE):
@@ -48,15 +49,18 @@ def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
     _band(ax1, two, "accuracy", "2 layers", "tab:blue")
     _band(ax1, one, "accuracy", "1 layer", "tab:gray")
     ax1.axhline(1 / cfg.n_pairs, color="black", ls=":", lw=1, label="1/N (a random context label)")
-    windows = [(t.t10, t.t90) for t in accuracy_transitions(two, 1 / cfg.n_pairs) if np.isfinite(t.t10)]
+    windows = [(t.t10, t.t90) for t in rise_from(two["steps"], two["curves"]["accuracy"], 1 / cfg.n_pairs)
+               if np.isfinite(t.t10)]
     for lo, hi in windows:
         ax1.axvspan(lo, hi, color="tab:blue", alpha=0.08)
     ax1.set(xlabel="step", ylabel="copying accuracy", title="In-context copying (shaded: 10%→90% of each jump)")
     ax1.legend()
     for metric, label, color in (("prev_token_l1", "previous-token score, layer 1", "tab:orange"),
-                                 ("induction_l2", "prefix-matching score, layer 2", "tab:red"),
-                                 ("induction_repeated_l2", "prefix matching on repeated items, layer 2", "tab:purple"),
-                                 ("copying_l2", "copying score, layer 2", "tab:green")):
+                                 ("prefix_matching_l2", "prefix matching on repeated random tokens, layer 2", "tab:red"),
+                                 ("task_induction_l2", "attention on the matching label (task sequences), layer 2",
+                                  "tab:purple"),
+                                 ("copying_l2", "copying score (Olsson), layer 2", "tab:green"),
+                                 ("ov_eigen_l2", "OV-eigenvalue score, layer 2", "tab:olive")):
         _band(ax2, two, metric, label, color)
     for lo, hi in windows:
         ax2.axvspan(lo, hi, color="tab:blue", alpha=0.08)
@@ -64,11 +68,12 @@ def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
     ax2.legend(fontsize=8)
     fig.save(f, ctx.figures_dir / "training.png")
     out = [Figure("training.png", "Copying accuracy and head scores over training",
-                  "The 2-layer model's accuracy should sit near 1/N, then jump; its layer-2 prefix-matching score "
-                  "should jump in the same window (shaded), after the layer-1 previous-token score has started to "
-                  "rise. The 1-layer control should stay near 1/N.")]
+                  "The 2-layer model's accuracy should sit near 1/N, then jump; its layer-2 prefix-matching score on "
+                  "Olsson's repeated random tokens (the judged induction score) should jump in the same window "
+                  "(shaded), after the layer-1 previous-token score has started to rise. The 1-layer control should "
+                  "stay near 1/N. Bands: ±1 standard deviation over seeds around the mean.")]
 
-    attention_grid(two["patterns"], ctx)
+    attention_grid(two["patterns"], ctx, bos=cfg.bos)
     out.append(Figure("attention.png", "Attention patterns at initialisation and after training (seed 0)",
                       "After training, layer 1 should put each label's attention on its item (the sub-diagonal) and "
                       "layer 2 the query's attention on the label of the matching item."))

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from mesalab import figures as fig
+from mesalab.studies.mesa_reverse.claims import S_NEXT_EARLY, precond_early
 from mesalab.studies.protocol import Figure, RunContext
 
 
@@ -22,14 +23,19 @@ def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
     for target, color in (("s_next", "tab:blue"), ("preconditioned", "tab:red"), ("s_t", "tab:gray")):
         r2 = np.asarray([p[target] for p in deep["probes"]])  # [seed, site, T]
         ax1.plot(sites, np.median(r2[:, :, tail].mean(-1), 0), "o-", color=color, label=target)
-        ax2.plot(np.arange(1, cfg.seq_len + 1), np.median(r2[:, -1], 0), color=color, label=target)
+        ax2.plot(np.arange(r2.shape[-1]), np.median(r2[:, -1], 0), color=color, label=target)
+    for (lo, hi), color in ((S_NEXT_EARLY, "tab:blue"), (precond_early(cfg.d), "tab:red")):
+        ax2.axvspan(lo - 0.5, hi - 0.5, color=color, alpha=0.1)  # the early windows of the context findings
     ax1.set(xlabel="site", ylabel=f"held-out R² (positions ≥ {cfg.seq_len // 2})", title="Probes against depth")
-    ax2.set(xlabel="position t", ylabel="held-out R² (last layer)", title="Probes against context", ylim=(-0.1, 1.05))
+    ax2.set(xlabel="position t (0-based)", ylabel="held-out R² (last layer)", title="Probes against context",
+            ylim=(-0.1, 1.05))
     ax1.legend()
     fig.save(f, ctx.figures_dir / "probes.png")
     out.append(Figure("probes.png", f"Linear probes of the {deep['layers']}-layer model (median seed)",
                       "Left: R² of s_{t+1} and of the preconditioned input should rise from the embedding to the last "
-                      "layer. Right: at the last layer they should rise with the number of tokens seen."))
+                      "layer. Right: at the last layer they should rise with the number of tokens seen; the shaded "
+                      "spans are the early windows the context findings compare with (blue: s_{t+1}, red: "
+                      "preconditioned)."))
 
     with plt.rc_context(fig.STYLE):
         f, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
@@ -87,8 +93,10 @@ def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
                       "about log κ layers the error falls like ρ^(2^K) down to float32 round-off."))
 
     if deep["fewshot"]:
-        f, ax = fig.new_axes("example i (i − 1 seen before)", "½‖ŷ_i − y_i²", "Few-shot regression")
-        for key, style in (("plain", "-"), ("eos", "-"), ("prefix", "-")):
+        f, ax = fig.new_axes("example i (i − 1 seen before)", "½‖ŷ_i − y_i‖²", "Few-shot regression")
+        for key, style in (("plain", "-"), ("eos_untuned", ":"), ("eos", "-"), ("prefix", "-")):
+            if key not in deep["fewshot"][0]:
+                continue
             curve = np.median(np.asarray([s[key] for s in deep["fewshot"]]), 0)
             ax.plot(np.arange(1, curve.size + 1), curve, style, label=key)
         ax.plot(np.arange(1, len(deep["fewshot_lsq"]) + 1), deep["fewshot_lsq"], "k--", label="least squares")
@@ -97,5 +105,6 @@ def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
         fig.save(f, ctx.figures_dir / "fewshot.png")
         out.append(Figure("fewshot.png", f"Few-shot regression with the {deep['layers']}-layer dynamics model",
                           "The plain [x, y] format feeds the model half noisy pairs; a tuned EOS token (and prompt) "
-                          "should lower the loss toward least squares (dashed)."))
+                          "should lower the loss toward least squares (dashed). Dotted: the separator untuned (the "
+                          "format without tuning)."))
     return out
