@@ -26,7 +26,8 @@ def part(layers: int, acc, score, loss, prev=0.8, copying=0.6, eigen=0.4):
     seeds = len(acc)
     curves = {"accuracy": acc, "test_loss": [[v] * len(STEPS) for v in loss]}
     if layers == 2:
-        curves |= {"prefix_matching_l2": score, "task_induction_l2": score, "prev_token_l1": [[prev]] * seeds,
+        curves |= {"prefix_matching_l2": score, "prefix_matching_l2_b3": score, "task_induction_l2": score,
+                   "prev_token_l1": [[prev]] * seeds,
                    "copying_l2": [[copying]] * seeds, "ov_eigen_l2": [[eigen]] * seeds}
     return {"layers": layers, "steps": STEPS, "curves": curves}
 
@@ -100,10 +101,13 @@ def test_bos_starts_every_copying_sequence():
     assert (task.vocab_size, task.seq_len, task.bos_id) == (11, 8, 10)
     tokens = np.asarray(task.sample(jax.random.PRNGKey(0), 16).info["tokens"])
     assert np.all(tokens[:, 0] == 10) and np.all(tokens[:, 1:] < 10)
-    ids, onehot = s5.olsson_sequences(CFG)
-    assert onehot.shape[1] == 1 + CFG.repeat_block * CFG.repeat_count and np.all(np.asarray(ids[:, 0]) == 24)
+    for block, repeats in ((3, 4), (4, 3), (6, 2)):
+        ids, onehot = s5.olsson_sequences(CFG, block)
+        assert onehot.shape[1] == 1 + block * repeats and np.all(np.asarray(ids[:, 0]) == 24)
+        ids = np.asarray(ids)
+        np.testing.assert_array_equal(ids[:, 1:1 + block], ids[:, 1 + block:1 + 2 * block])
 
 
 def test_bad_config_names_the_field():
-    with pytest.raises(ConfigError, match="repeat_count"):
-        s5.Config(repeat_count=9)
+    with pytest.raises(ConfigError, match="repeat_blocks"):
+        s5.Config(repeat_blocks=(7,))

@@ -87,7 +87,7 @@ def test_every_finding_passes_on_good_results_and_fails_on_the_null():
     assert all(r.null_verdict == "FAIL" and r.verdict == "PASS" for r in rows if r.kind == "finding")
     # The compressed form of an untrained model has |Δ| = 0 and only the learned guard stops it.
     c = value_of(null, "compressed-loss")
-    assert c.measured == 0.0 and "learned" in c.reason
+    assert c.guard_only and c.unguarded == 0.0 and "learned" in c.reason
 
 
 def test_default_loss_against_the_authors_0431():
@@ -101,7 +101,7 @@ def test_default_loss_against_the_authors_0431():
 
 def test_in_context_fails_when_one_model_stays_on_its_plateau():
     row = verdict(results(group={"full-2": 1.6}), "in-context")
-    assert row.verdict == "FAIL" and row.measured == pytest.approx(1.6 / ZERO)
+    assert row.verdict == "FAIL" and row.unguarded == pytest.approx(1.6 / ZERO)  # not learned: judged as failing
 
 
 def test_mesa_beats_stacks_rivals_convergence_and_the_old_definition():

@@ -101,7 +101,7 @@ def test_every_finding_fails_on_the_null():
     for k in FINDINGS:
         assert out[k].verdict in ("FAIL", "INCONCLUSIVE"), (k, out[k].verdict)
     # The guard is what fails them: e.g. compression is exact on two zero predictors.
-    assert out["compressed-4"].measured == 0.0 and "learned" in out["compressed-4"].reason
+    assert out["compressed-4"].guard_only and out["compressed-4"].unguarded == 0.0 and "learned" in out["compressed-4"].reason
 
 
 def test_end_of_training_findings_need_convergence():

@@ -42,6 +42,7 @@ def test_run_writes_every_artefact(smoke_run):
     assert meta["status"] == "done" and meta["seconds"] > 0 and meta["scale"] == "smoke"
     env = json.loads((out / "environment.json").read_text())
     assert env["versions"]["jax"] and env["device"].startswith("cpu")
+    assert env["git_commit"] is None or len(env["git_commit"].split("+")[0]) == 40  # the code that ran
 
 
 def test_claims_json_holds_findings_with_their_nulls_and_checks(smoke_run):

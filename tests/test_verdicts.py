@@ -48,6 +48,21 @@ def test_learned_guard_fails_seeds_that_did_not_beat_the_trivial_predictor():
     assert r.verdict == "FAIL" and "only 2 of 4 seeds learned" in r.reason and "zero predictor" in r.reason
     ok = row([0.01, 0.02, 0.03, 0.5], learned=Learned.beats([0.1, 0.1, 0.1, 0.9], 1.0, 0.2))
     assert ok.verdict == "PASS"
+    # the measured number is judged over the seeds that learned: seed 0's 0.01 does not count
+    one_out = row([0.01, 0.01, 0.01, 0.5], learned=Learned.beats([0.9, 0.1, 0.1, 0.1], 1.0, 0.2))
+    assert one_out.verdict == "FAIL" and one_out.measured == pytest.approx(0.5) and "1 of 4 seeds did not learn" \
+        in one_out.reason
+    assert one_out.guard_only and one_out.unguarded == pytest.approx(0.01) and one_out.changes == ()
+    assert "0.01 (not learned)" in one_out.per_seed_text
+
+
+def test_a_null_that_fails_only_by_the_learned_guard_is_named():
+    guard = Learned.beats([1.0, 1.0, 1.0], trivial=1.0, margin=0.2)       # untrained: nothing learned
+    null = row([0.0, 0.0, 0.0], learned=guard)                            # a statistic that passes by itself
+    real = row([0.01, 0.02, 0.03], learned=Learned.beats([0.1] * 3, 1.0, 0.2))
+    [out] = attach_nulls([real], [null])
+    assert out.verdict == "PASS" and out.null_verdict == "FAIL" and "only the learned guard fails them" in out.null
+    assert out.null_value == 0.0   # the statistic on untrained models, although none of them learned
 
 
 def test_convergence_rule_and_the_inconclusive_verdict():

@@ -34,7 +34,7 @@ def render(run_dir: Path) -> str:
         passed={k: counts(claims, k) for k in ("finding", "check")}, figures=figures,
         notes=store.read_json(run_dir / "results.json", {}).get("notes", []),
         config=json.dumps(store.read_json(run_dir / "config.json", {}), indent=2),
-        env={"device": "?", "cpu_count": "?", "python": "?", "platform": "?", "versions": {},
+        env={"device": "?", "cpu_count": "?", "python": "?", "platform": "?", "versions": {}, "git_commit": None,
              **store.read_json(run_dir / "environment.json", {})},
     )
 

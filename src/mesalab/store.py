@@ -72,6 +72,22 @@ def new_run_dir(study: str, out: Path | None) -> Path:
     return Path("runs") / f"{study}-{stamp}"
 
 
+def git_commit() -> str | None:
+    """The commit of the mesalab checkout that ran (with "+dirty" for uncommitted changes); None outside git."""
+    import subprocess
+
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
 def environment() -> dict[str, Any]:
     """Software versions and the device a run used."""
     import jax
@@ -84,6 +100,7 @@ def environment() -> dict[str, Any]:
             versions[pkg] = None
     dev = jax.devices()[0]
     return {
+        "git_commit": git_commit(),
         "versions": versions,
         "python": platform.python_version(),
         "platform": platform.platform(),

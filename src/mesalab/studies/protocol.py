@@ -87,6 +87,3 @@ class Experiment:
     model: Any
     train: Any
 
-
-def measured_claim(*args, **kwargs):  # TEMPORARY while the studies move to studies/verdicts.py; removed after
-    raise NotImplementedError("measured_claim is gone; build rows with studies.verdicts.finding / check")

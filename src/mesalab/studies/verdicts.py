@@ -180,7 +180,9 @@ class Claim:
     from; verdict: PASS, FAIL, INCONCLUSIVE or NOT RUN; reason: why, for every verdict but PASS; per_seed: every
     seed's value; needed: how many seeds must satisfy the rule; null: the null control in words; null_value and
     null_verdict: the row on untrained models (filled by the runner); detail: anything else; unit: "" or "%";
-    changes: definitions changed after a result was seen, with the old verdict.
+    changes: definitions changed after a result was seen, with the old verdict; learned: per seed, whether the
+    model learned (empty: no learned guard); unguarded: the statistic over every seed, learned or not;
+    guard_only: the row fails only because of the learned guard (its statistic alone would pass).
     """
 
     id: str
@@ -201,6 +203,9 @@ class Claim:
     detail: str = ""
     unit: str = ""
     changes: tuple[DefinitionChange, ...] = ()
+    learned: tuple[bool, ...] = ()
+    unguarded: float | None = None
+    guard_only: bool = False
 
     def __post_init__(self) -> None:
         if self.verdict not in VERDICTS:
@@ -215,7 +220,7 @@ class Claim:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["per_seed"] = [_json_float(x) for x in self.per_seed]
-        for k in ("measured", "null_value"):
+        for k in ("measured", "null_value", "unguarded"):
             d[k] = _json_float(d[k])
         return d
 
@@ -232,6 +237,7 @@ class Claim:
             d["reason"] = d.get("detail") or "not recorded"
         d["per_seed"] = tuple(np.nan if x is None else x for x in d.get("per_seed", ()))
         d["changes"] = tuple(DefinitionChange(**c) for c in d.get("changes", ()))
+        d["learned"] = tuple(d.get("learned", ()))
         return cls(**d)
 
     def fmt(self, x: float | None) -> str:
@@ -253,7 +259,9 @@ class Claim:
 
     @property
     def per_seed_text(self) -> str:
-        return ", ".join(self.fmt(x) for x in self.per_seed)
+        """Every seed's value; a seed whose model did not learn is marked, since it counts as failing."""
+        marks = self.learned or (True,) * len(self.per_seed)
+        return ", ".join(self.fmt(x) + ("" if ok else " (not learned)") for x, ok in zip(self.per_seed, marks))
 
 
 def _json_float(x: Any) -> float | None:
@@ -277,36 +285,43 @@ def finding(id: str, claim: str, source: str, paper: str, values: Sequence[float
         raise ValueError(f"{id}: need = {need} seeds out of {n}")
     ok_learned = np.ones(n, bool) if learned is None else np.asarray(learned.per_seed, bool)
     judged_values = np.where(ok_learned, v, np.nan)  # a seed that did not learn counts as failing
-    stat = judged(v, rule, need)  # shown as measured: the need-th best seed, learned or not (the reason says which)
+    stat = judged(judged_values, rule, need)  # the measured number: the need-th best learned seed
     count = int(rule.holds(judged_values).sum())
     passes = count >= need
+    raw_passes = int(rule.holds(v).sum()) >= need  # the rule alone, every seed counted as it is
     needed = f"{need} of {n} seeds" if n > 1 else ""
+    unlearned = int(n - ok_learned.sum())
     reason = ""
     if not passes:
         reason = (f"{count} of {n} seeds satisfy {rule.text}; {need} needed" if n > 1 else
                   f"{rule.format(float(v[0]))} does not satisfy {rule.text}")
+        if unlearned:
+            reason += f" ({unlearned} of {n} seeds did not learn: {learned.text})"
     verdict = "PASS" if passes else "FAIL"
     if learned is not None and ok_learned.sum() < need:
         verdict, reason = "FAIL", (f"only {int(ok_learned.sum())} of {n} seeds learned ({learned.text}); "
                                    f"{need} needed")
     if converged is not None and not converged.converged:
         verdict = "INCONCLUSIVE"
-        unlearned = (f"; only {int(ok_learned.sum())} of {n} seeds have learned so far ({learned.text})"
-                     if learned is not None and ok_learned.sum() < need else "")
+        not_yet = (f"; only {int(ok_learned.sum())} of {n} seeds have learned so far ({learned.text})"
+                   if learned is not None and ok_learned.sum() < need else "")
         reason = (f"training did not converge: {converged.text}; the value at this budget is "
-                  f"{rule.format(stat)} ({'passes' if passes else 'fails'} {rule.text}){unlearned}"
+                  f"{rule.format(stat)} ({'passes' if passes else 'fails'} {rule.text}){not_yet}"
                   + (f". {budget}" if budget else ""))
     changes = tuple(changes)
     if n > 2 and kind == "finding":
-        old = float(np.median(v))
+        old = float(np.median(v))  # the old rule: the median seed, every seed counted as it is
         old_verdict = "PASS" if bool(rule.holds(old)) else "FAIL"
-        if old_verdict != ("PASS" if passes else "FAIL"):
+        if old_verdict != ("PASS" if raw_passes else "FAIL"):
             changes += (DefinitionChange(
                 "judged on the median seed → on a strict majority of seeds (the worst seed within it)",
                 "issue 14: the shown number must be the judged one, and seeds that never learn count against",
                 old_verdict, old),)
     return Claim(id, kind, claim, source, paper, stat, rule.text + (f" in {needed}" if needed else ""), rule.source,
-                 verdict, reason, tuple(float(x) for x in v), needed, null, None, "", detail, rule.unit, changes)
+                 verdict, reason, tuple(float(x) for x in v), needed, null, None, "", detail, rule.unit, changes,
+                 tuple(bool(x) for x in ok_learned) if learned is not None else (),
+                 judged(v, rule, need) if learned is not None else None,
+                 bool(learned is not None and raw_passes and not passes))
 
 
 def check(id: str, claim: str, source: str, paper: str, values: Sequence[float] | float, rule: Rule, *,
@@ -334,7 +349,14 @@ def attach_nulls(rows: Sequence[Claim], null_rows: Sequence[Claim]) -> list[Clai
         if row.kind != "finding" or null is None:
             out.append(row)
             continue
-        row = dataclasses.replace(row, null_value=null.measured, null_verdict=null.verdict)
+        # The null's statistic: over its learned seeds, or over every seed when none learned (the usual case)
+        finite = null.measured is not None and math.isfinite(null.measured)
+        value = null.measured if finite or null.unguarded is None else null.unguarded
+        row = dataclasses.replace(row, null_value=value, null_verdict=null.verdict)
+        if null.guard_only:  # say so: here the statistic alone cannot tell trained from untrained models
+            row = dataclasses.replace(row, null=(
+                f"{row.null}. On untrained models the statistic alone ({null.fmt(null.unguarded)}) would pass; only "
+                "the learned guard fails them"))
         if null.verdict == "PASS" and row.verdict == "PASS":
             row = dataclasses.replace(row, verdict="INCONCLUSIVE", reason=(
                 f"it passes on its null too ({row.null}: {null.measured_text}), so this statistic cannot tell trained "

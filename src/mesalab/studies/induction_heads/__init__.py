@@ -4,8 +4,8 @@ forming an induction head (seed 003; Olsson et al. 2022; reference/induction.md 
 Sequences BOS x₁ ℓ₁ … x_N ℓ_N x_q with a fresh item→label map each (tasks/copying.py): only copying ℓ from the pair
 whose item matches x_q solves it. Tracked over training at every chunk boundary (analysis/heads.py): the copying loss
 and accuracy; the layer-1 head's previous-token score (mean attention i → i − 1, Olsson's definition); the layer-2
-head's prefix-matching score on Olsson's sequences (BOS + a random block repeated 4 times) — the judged induction
-score — and on the task's own sequences (plotted only: there it is the accuracy mechanism itself); and the layer-2
+head's prefix-matching score on Olsson's sequences (BOS + a random block repeated, averaged over block lengths
+3, 4 and 6) — the judged induction score — and on the task's own sequences (plotted only: there it is the accuracy mechanism itself); and the layer-2
 head's copying score (Olsson's logit-raise evaluator; the OV-eigenvalue form is plotted beside it). A 1-layer
 model, which cannot compose a previous-token head with a matching head, is trained alongside as Olsson et al.'s
 control. The findings and their rules are in claims.py.
@@ -45,12 +45,13 @@ def experiment(cfg: Config) -> Experiment:
     return Experiment(task_of(cfg), model_of(cfg, 2), training(cfg))
 
 
-def olsson_sequences(cfg: Config) -> tuple[jax.Array, jax.Array]:
-    """Olsson's prefix-matching sequences: BOS (when the task has one) + a block of distinct random non-BOS tokens
-    repeated repeat_count times; (ids [B, T], one-hot [B, T, vocab])."""
+def olsson_sequences(cfg: Config, block: int) -> tuple[jax.Array, jax.Array]:
+    """Olsson's prefix-matching sequences for one block length: BOS (when the task has one) + a block of distinct
+    random non-BOS tokens, repeated as often as the trained positions hold; (ids [B, T], one-hot [B, T, vocab])."""
     task = task_of(cfg)
-    ids, _ = repeated_tokens(jax.random.PRNGKey(REPEAT_SEED), N_REPEATS, task.n_items + task.n_labels,
-                             cfg.repeat_block, repeats=cfg.repeat_count, distinct=True)
+    repeats = (task.seq_len - int(cfg.bos)) // block
+    ids, _ = repeated_tokens(jax.random.fold_in(jax.random.PRNGKey(REPEAT_SEED), block), N_REPEATS,
+                             task.n_items + task.n_labels, block, repeats=repeats, distinct=True)
     if cfg.bos:
         ids = jnp.concatenate([jnp.full((N_REPEATS, 1), task.bos_id, jnp.int32), ids], axis=1)
     return ids, jax.nn.one_hot(ids, task.vocab_size, dtype=jnp.float32)
@@ -67,9 +68,13 @@ def head_metrics(cfg: Config, model, batch, interventions=None) -> Mapping[str, 
         last = f"blocks.{layers - 1}.attn.hook_pattern"
         task = task_of(cfg)
         labels = np.arange(task.n_items, task.n_items + task.n_labels)
-        ids, onehot = olsson_sequences(cfg)
-        _, rep = run_model(model, onehot, sites=(last,))
-        metrics["prefix_matching_l2"] = prefix_matching_score(rep[last], ids)[0]
+        scores = {}
+        for block in cfg.repeat_blocks:
+            ids, onehot = olsson_sequences(cfg, block)
+            _, rep = run_model(model, onehot, sites=(last,))
+            scores[block] = prefix_matching_score(rep[last], ids)[0]
+            metrics[f"prefix_matching_l2_b{block}"] = scores[block]
+        metrics["prefix_matching_l2"] = jnp.mean(jnp.stack(list(scores.values())))
         metrics["task_induction_l2"] = prefix_matching_score(cache[last], batch.info["tokens"])[0]
         metrics["copying_l2"] = logit_raise_copying_score(model, layers - 1, 0, labels)
         metrics["ov_eigen_l2"] = copying_score(model, layers - 1, 0, labels)

@@ -12,8 +12,9 @@ from mesalab.train import TrainConfig
 class Config:
     """Task: n_items, n_labels, n_pairs, bos (tasks/copying.py). Model: d_model (= d_head, one head per layer),
     learned positions. Training: Adam at lr, batch_size, steps, metrics every chunk_steps; seeds members.
-    repeat_block, repeat_count: Olsson's prefix-matching sequences, BOS + a block of repeat_block distinct random
-    tokens repeated repeat_count times (Olsson: 25 tokens × 4; here as many as the trained positions hold)."""
+    repeat_blocks: Olsson's prefix-matching sequences, BOS + a block of distinct random tokens repeated as often as
+    the trained positions hold, one set of sequences per block length; the score is their mean (Olsson: 25 tokens ×
+    4, where a head attending at a fixed offset cannot score; with short blocks it could, on one block length)."""
 
     n_items: int = 64
     n_labels: int = 16
@@ -33,21 +34,19 @@ class Config:
     lr: float = 3e-3
     chunk_steps: int = 50
     eval_batch_size: int = 512
-    repeat_block: int = 3
-    repeat_count: int = 4
+    # N = 6 with BOS leaves 13 positions: blocks of 3, 4 and 6 repeat 4, 3 and 2 times. A head that attends at one
+    # fixed offset (−2, −3 or −5) scores on one length in three.
+    repeat_blocks: tuple[int, ...] = (3, 4, 6)
 
     def __post_init__(self) -> None:
         require_positive(self, "d_model", "init_scale", "seeds", "steps", "batch_size", "lr", "chunk_steps",
-                         "eval_batch_size", "repeat_count")
+                         "eval_batch_size")
         task = task_of(self)  # validates the task fields
-        require(self, "repeat_block", isinstance(self.repeat_block, int) and self.repeat_block >= 2
-                and self.repeat_block <= task.vocab_size - int(self.bos),
-                f"an integer in [2, {task.vocab_size - int(self.bos)}] (distinct tokens in a block)")
-        length = int(self.bos) + self.repeat_block * self.repeat_count
-        require(self, "repeat_count", length <= task.seq_len,
-                f"at most {(task.seq_len - int(self.bos)) // self.repeat_block} with repeat_block = "
-                f"{self.repeat_block}: the repeated sequence ({length} tokens) must fit the {task.seq_len} learned "
-                "positions")
+        room = task.seq_len - int(self.bos)
+        require(self, "repeat_blocks", len(self.repeat_blocks) > 0 and all(
+            isinstance(b, int) and 2 <= b <= room // 2 for b in self.repeat_blocks),
+                f"a non-empty tuple of block lengths in [2, {room // 2}]: each block must fit twice in the "
+                f"{room} positions after BOS")
 
 
 def task_of(cfg: Config) -> CopyingConfig:
