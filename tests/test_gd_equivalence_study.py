@@ -42,3 +42,11 @@ def test_baselines_are_cached_per_configuration(null):
     assert depth.baselines.cache_info().hits == before + 1
     assert again["gdpp"] == results["depth"]["gdpp"]
     assert one_layer.baselines(exp.task, exp.model, cfg.n_validation)["eta"] == results["eta"]
+
+
+def test_quick_scale_is_the_cpu_one_layer_part_alone():
+    from mesalab.studies.gd_equivalence import PRESETS
+
+    quick, cpu = PRESETS["quick"], PRESETS["cpu"]
+    assert (quick.steps, quick.batch_size, quick.seeds, quick.lr) == (cpu.steps, cpu.batch_size, cpu.seeds, cpu.lr)
+    assert quick.depths == () and quick.copy_steps == 0

@@ -131,7 +131,7 @@ def test_cli_errors_are_one_line():
     res = runner.invoke(app, ["run", "gd-equivalance", "--scale", "smoke"])
     assert res.exit_code == 2 and "known studies: gd-equivalence" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["run", "gd-equivalence", "--scale", "huge"])
-    assert res.exit_code == 2 and "smoke, cpu, paper" in res.output
+    assert res.exit_code == 2 and "smoke, quick, cpu, paper" in res.output
     res = runner.invoke(app, ["run", "gd-equivalence", "--scale", "smoke", "--set", "x_half_width=-1"])
     assert res.exit_code == 2 and "x_half_width = -1.0 is not allowed" in res.output
 

@@ -68,7 +68,9 @@ def print_claims(run_dir: Path) -> list[dict]:
         if not mine:
             continue
         passed, total = counts(mine, kind)
-        head = f"{data['study']} ({data['scale']}, {meta.get('seconds', 0):.1f} s): {passed} of {total} {title} passed"
+        skipped = sum(c.verdict == "NOT RUN" for c in mine)
+        head = (f"{data['study']} ({data['scale']}, {meta.get('seconds', 0):.1f} s): {passed} of {total} {title} passed"
+                + (f" ({skipped} not run)" if skipped else ""))
         table = Table(title=head)
         cols = ["verdict", "claim", "measured", "threshold"]
         if kind == "finding":
@@ -91,7 +93,8 @@ def print_claims(run_dir: Path) -> list[dict]:
 @app.command()
 def run(
     study: str = typer.Argument(DEFAULT_STUDY, help="study name (see `mesalab list`)"),
-    scale: str = typer.Option("cpu", help="smoke (seconds) | cpu (minutes on a laptop) | paper (a GPU is advised)"),
+    scale: str = typer.Option("cpu", help="smoke (seconds, for tests) | quick (gd-equivalence: a first result in a "
+                              "minute) | cpu (minutes on a laptop) | paper (a GPU is advised)"),
     seeds: int = typer.Option(0, help="number of seeds (0: the preset's)"),
     out: Optional[Path] = typer.Option(None, help="run directory (default runs/<study>-<timestamp>)"),
     set_: list[str] = typer.Option([], "--set", help="override a config field, key=value (repeatable)"),

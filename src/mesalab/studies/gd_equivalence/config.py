@@ -73,6 +73,9 @@ PRESETS = {
     "smoke": Config(steps=200, batch_size=512, seeds=2, chunk_steps=25, eval_batch_size=1024, n_validation=2048,
                     depths=(2,), deep_steps=100, deep_batch_size=128, gdpp_steps=200, gdpp_adam_steps=500,
                     ood_points=3, iterations=3, copy_steps=100, copy_batch_size=128),
+    # The README's first run: the 1-layer part at its cpu budget (2k steps at batch 2048, 4 seeds), under a minute on
+    # 2 cores; the deeper stacks and the interleaved model are left out (NOT RUN rows).
+    "quick": Config(depths=(), copy_steps=0),
     "cpu": Config(copy_steps=3000, copy_batch_size=256),
     # The paper's sizes (reference/mesa.md §1.5): 5k steps for one layer, 50k for deeper stacks, batch 2048, lr 1e-3.
     "paper": Config(steps=5000, seeds=8, chunk_steps=500, eval_batch_size=10_000, deep_steps=50_000,
