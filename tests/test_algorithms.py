@@ -1,4 +1,8 @@
+import dataclasses
+
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -140,3 +144,24 @@ def test_fit_gd_plus_plus_is_converged():
     gd3 = float(np.mean(0.5 * (gd_predict(*split(x, y), [eta] * 3) - y[:, -1]) ** 2))
     gdpp3 = float(np.mean(0.5 * (gd_plus_plus_predict(*split(x, y), *fits[3]) - y[:, -1]) ** 2))
     assert gdpp3 < 0.5 * gd3
+
+
+def test_gd_step_head_is_one_gd_step_on_the_residual_stream():
+    """gd_step_head writes one GD step with the last residual feature as y: on raw tokens [x, y] (identity
+    embedding) it equals gd_one_step_predict; it refuses heads that cannot hold it."""
+    from mesalab.constructions import gd_step_head
+    from mesalab.models import Transformer
+
+    task = RegressionConfig(d=3, n_context=6)
+    cfg = TransformerConfig(d_model=4, n_layers=1, n_heads=1, d_head=4, d_in=4, causal=False, keys_from="context",
+                            readout_start=3, readout_size=1, readout_sign=-1.0)
+    model = Transformer(cfg, key=jax.random.PRNGKey(0))
+    model = gd_step_head(eqx.tree_at(lambda m: m.W_E, model, jnp.eye(4)), 0.7, task.n_context)
+    batch = task.sample(jax.random.PRNGKey(1), 32)
+    x, y = batch.info["x"], batch.info["y"]
+    got = jax.vmap(model.predict_last)(batch.inputs)[:, 0]
+    np.testing.assert_allclose(got, gd_one_step_predict(x[:, :-1], y[:, :-1], x[:, -1], 0.7), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="d_head >= d_model"):
+        gd_step_head(Transformer(dataclasses.replace(cfg, d_head=3), key=jax.random.PRNGKey(0)), 0.7, 6)
+    with pytest.raises(ConfigError, match="keys_from='context'"):
+        gd_step_head(Transformer(dataclasses.replace(cfg, keys_from="all"), key=jax.random.PRNGKey(0)), 0.7, 6)

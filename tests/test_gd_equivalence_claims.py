@@ -14,7 +14,7 @@ CFG = PRESETS["cpu"]  # 4 seeds, d = N = 10, U(±0.5)
 SEEDS = CFG.seeds
 STEPS = [250 * i for i in range(1, 9)]
 FINDINGS = ["gd1-loss", "pred-diff", "sens-cos", "weights-xblock", "weights-scale", "interpolated", "ood", "iterated",
-            "beats-gd", "matches-gdpp-k2", "matches-gdpp-k3", "closer-gdpp", "copy"]
+            "beats-gd", "matches-gdpp-k2", "matches-gdpp-k3", "closer-gdpp", "copy", "nonlinear"]
 
 
 def flat(level, seeds=SEEDS):
@@ -45,6 +45,12 @@ def trained():
                   "pred_diff_gdpp": [[0.02] * SEEDS] * 2, "history": [flat(0.09), flat(0.044)], "seconds": [1.0, 1.0]},
         "copying": {"sensitivity": [[0.1, 0.5, 0.1]] * SEEDS, "labels": ["own", "next", "other"],
                     "loss": [0.22] * SEEDS, "history": flat(0.22)},
+        # sine regression: zero predictor 0.025, E[y | x_q] 0.0166 (the best context-free predictor)
+        "nonlinear": {"zero_loss": 0.0251, "mean_loss": 0.0267, "prior_loss": 0.0166, "raw_gd_loss": 0.0250,
+                      "raw_gd_eta": 0.02, "gd_eta": 0.1, "steps": 2000, "seconds": [1.0, 1.0],
+                      "members": {"loss": [0.0025] * SEEDS, "gd_loss": [0.0026] * SEEDS, "pred_diff": [0.2] * SEEDS,
+                                  "sens_cos": [0.95] * SEEDS},
+                      "history": flat(0.0025), "gd_history": flat(0.0026)},
     }
 
 
@@ -61,6 +67,9 @@ def untrained():
     d.update(tf=[[0.421] * SEEDS] * 2, cos_gdpp=[[0.1] * SEEDS] * 2, cos_gd=[[0.05] * SEEDS] * 2,
              history=[at0(0.42), at0(0.42)])
     r["copying"].update(sensitivity=[[0.3, 0.3, 0.3]] * SEEDS, loss=[0.5] * SEEDS, history=at0(0.5))
+    # both untrained models are ≈ the zero predictor, so their losses agree: only the learned guard fails them
+    r["nonlinear"].update(history=at0(0.0251), gd_history=at0(0.0251))
+    r["nonlinear"]["members"].update(loss=[0.0251] * SEEDS, gd_loss=[0.0250] * SEEDS, sens_cos=[0.3] * SEEDS)
     return r
 
 
@@ -71,7 +80,7 @@ def verdicts(r):
 def test_every_finding_passes_on_a_run_that_reproduces_it():
     rows = claims(CFG, trained())
     got = {r.id: r.verdict for r in rows if r.kind == "finding"}
-    assert got == {**{k: "PASS" for k in FINDINGS}, "nonlinear": "NOT RUN"}
+    assert got == {k: "PASS" for k in FINDINGS}
     assert all(r.verdict == "PASS" for r in rows if r.kind == "check")
     assert "within 2% of optimal one-step GD" in value_of(rows, "gd1-loss").claim
 
@@ -101,6 +110,7 @@ FAILURES = {
     "matches-gdpp-k3": lambda r: r["depth"]["tf"].__setitem__(1, [0.03] * SEEDS),  # better by more than the band
     "closer-gdpp": lambda r: r["depth"]["cos_gd"].__setitem__(1, [0.995] * SEEDS),
     "copy": lambda r: r["copying"].update(sensitivity=[[0.3, 0.5, 0.1]] * SEEDS),
+    "nonlinear": lambda r: r["nonlinear"]["members"].update(loss=[0.0021] * SEEDS),  # −19%: more than GD
 }
 
 
@@ -173,7 +183,27 @@ def test_claims_survive_missing_parts_and_nan():
     r["members"]["loss"] = [np.nan] * SEEDS
     r["depth"] = None
     r["copying"] = None
+    r["nonlinear"] = None
     got = verdicts(r)
+    assert got["nonlinear"] == "NOT RUN"
     assert got["copy"] == "NOT RUN" and got["beats-gd"] == "NOT RUN" and got["gd1-loss"] == "FAIL"
     other = dataclasses.replace(CFG, x_half_width=0.7)  # no reference number for this input range
     assert {row.id: row.verdict for row in claims(other, trained())}["gd1-reference"] == "NOT RUN"
+
+
+def test_nonlinear_learned_guard_is_the_best_context_free_predictor_and_both_runs_must_converge():
+    r = trained()
+    # both models on the plateau of E[y | x_q] (0.0166): they agree, beat the zero predictor by 40%, learned nothing
+    r["nonlinear"]["members"].update(loss=[0.0150] * SEEDS, gd_loss=[0.0152] * SEEDS)
+    row = value_of(claims(CFG, r), "nonlinear")
+    assert row.verdict == "FAIL" and "learned" in row.reason and "E[y | x_q]" in row.reason
+    r = trained()
+    r["nonlinear"]["prior_loss"] = 0.05  # then the zero predictor is the best trivial one
+    r["nonlinear"]["members"].update(loss=[0.019] * SEEDS, gd_loss=[0.019] * SEEDS)  # 0.76 × 0.0251: not learned
+    row = value_of(claims(CFG, r), "nonlinear")
+    assert row.verdict == "FAIL" and "the zero predictor" in row.reason
+    r = trained()
+    r["nonlinear"]["gd_history"] = {"steps": STEPS, "loss": [list(np.linspace(0.02, 0.0026, len(STEPS)))] * SEEDS}
+    row = value_of(claims(CFG, r), "nonlinear")
+    assert row.verdict == "INCONCLUSIVE" and "did not converge" in row.reason and "paper preset" in row.reason
+    assert "one GD step on the raw x" in row.null

@@ -49,4 +49,4 @@ def test_quick_scale_is_the_cpu_one_layer_part_alone():
 
     quick, cpu = PRESETS["quick"], PRESETS["cpu"]
     assert (quick.steps, quick.batch_size, quick.seeds, quick.lr) == (cpu.steps, cpu.batch_size, cpu.seeds, cpu.lr)
-    assert quick.depths == () and quick.copy_steps == 0
+    assert quick.depths == () and quick.copy_steps == 0 and quick.nonlinear_steps == 0

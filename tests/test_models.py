@@ -178,3 +178,24 @@ def test_concatenated_positions_keep_the_token_features():
     np.testing.assert_allclose(cache["blocks.0.hook_resid_pre"][:, 3:], sinusoidal_positions(5, 4), atol=1e-6)
     with pytest.raises(ConfigError, match="pos_dim = 0 is not allowed"):
         TransformerConfig(d_model=7, pos_embedding="concat_sinusoidal")
+
+
+def test_input_mlp_is_a_residual_feature_map_after_the_embedding():
+    """d_input_mlp adds h ← h + MLP(h) on the embedded tokens (von Oswald et al. §5); 0 leaves models unchanged."""
+    base = TransformerConfig(d_model=6, n_layers=1, n_heads=1, d_head=6, d_in=2)
+    cfg = TransformerConfig(d_model=6, n_layers=1, n_heads=1, d_head=6, d_in=2, d_input_mlp=12)
+    model = Transformer(cfg, key=jax.random.PRNGKey(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (5, 2))
+    _, cache = model.run_with_cache(x, "all")
+    assert cache["input_mlp.hook_post"].shape == (5, 12)
+    h = x @ model.W_E
+    mlp = model.input_mlp
+    want = h + jax.nn.gelu(h @ mlp.W_in + mlp.b_in) @ mlp.W_out + mlp.b_out
+    np.testing.assert_allclose(cache["hook_embed"], want, rtol=1e-5, atol=1e-6)
+    assert model.site_names()[:3] == ["input_mlp.hook_pre", "input_mlp.hook_post", "hook_embed"]
+    # without it, weights are drawn exactly as before
+    plain = Transformer(base, key=jax.random.PRNGKey(0))
+    assert plain.input_mlp is None and "input_mlp.hook_pre" not in plain.site_names()
+    np.testing.assert_array_equal(plain.blocks[0].attn.W_Q, model.blocks[0].attn.W_Q)
+    with pytest.raises(ConfigError, match="TransformerConfig.d_input_mlp"):
+        TransformerConfig(d_input_mlp=-1)

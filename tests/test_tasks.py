@@ -101,3 +101,31 @@ def test_configs_round_trip_through_json_dicts():
     assert from_dict(DynamicsConfig, to_dict(cfg)) == cfg
     with pytest.raises(ConfigError, match="valid fields"):
         from_dict(DynamicsConfig, {"dd": 3})
+
+
+def test_sine_regression_tokens_hold_pairs_of_one_wave_and_a_zero_query():
+    import math
+
+    from mesalab.tasks import SineRegressionConfig
+
+    cfg = SineRegressionConfig(n_context=4)
+    b = cfg.sample(KEY, 4096)
+    assert b.inputs.shape == (4096, 5, 2) and b.targets.shape == (4096, 5, 1) and cfg.seq_len == 5
+    amp, phase, x, y = b.info["amp"], b.info["phase"], b.info["x"], b.info["y"]
+    np.testing.assert_allclose(y, amp[:, None] * jnp.sin(x + phase[:, None]), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(b.inputs[:, :, 0], x)
+    np.testing.assert_allclose(b.inputs[:, :-1, 1], y[:, :-1])
+    assert np.all(b.inputs[:, -1, 1] == 0) and np.all(b.loss_mask[:, -1] == 1) and np.all(b.loss_mask.sum(1) == 1)
+    np.testing.assert_allclose(b.targets[:, -1, 0], y[:, -1])
+    assert np.abs(x).max() <= 5.0 and 0.1 <= amp.min() and amp.max() <= 0.5 and 0 <= phase.min() <= phase.max() <= math.pi
+    # the paper's independent draws; tied=True reproduces the authors' code (amp and phase from one uniform)
+    assert abs(np.corrcoef(amp, phase)[0, 1]) < 0.1
+    tied = SineRegressionConfig(n_context=4, tied=True).sample(KEY, 64).info
+    np.testing.assert_allclose((tied["amp"] - 0.1) / 0.4, tied["phase"] / math.pi, rtol=1e-5, atol=1e-6)
+    # jit- and vmap-friendly: the same key gives the same batch under jit
+    again = jax.jit(lambda k: cfg.sample(k, 4096))(KEY)
+    np.testing.assert_allclose(again.inputs, b.inputs, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="SineRegressionConfig.amp_min"):
+        SineRegressionConfig(amp_min=0.9)
+    with pytest.raises(ConfigError, match="SineRegressionConfig.n_context"):
+        SineRegressionConfig(n_context=0)

@@ -68,3 +68,23 @@ def gd_plus_plus_lsa(cfg: TransformerConfig, task: RegressionConfig, etas, gamma
 def gd_lsa(cfg: TransformerConfig, task: RegressionConfig, etas) -> Transformer:
     """An n_layers LSA stack equal to n_layers GD steps from W_0 = 0 (step l with learning rate etas[l])."""
     return gd_plus_plus_lsa(cfg, task, etas, 0.0)
+
+
+def gd_step_head(model: Transformer, eta: float, n_context: int, layer: int = 0, head: int = 0) -> Transformer:
+    """A copy of `model` whose head (layer, head) is one GD step from W_0 = 0 at learning rate η on whatever the
+    residual stream holds: its last feature is the y slot, all others the inputs (von Oswald et al. 2023 §5, where
+    the inputs are features from a learned input MLP and the authors' "MLP + GD" keeps this head fixed at η = 0.1).
+    Needs linear, non-causal attention with keys_from="context", d_head ≥ d_model and an output projection."""
+    cfg = model.cfg
+    width, k = cfg.d_model, cfg.d_head
+    if cfg.layer_kinds[layer] != "linear" or cfg.causal or cfg.keys_from != "context":
+        raise ConfigError("gd_step_head needs linear, non-causal attention with keys_from='context'; got "
+                          f"attention={cfg.attention}, causal={cfg.causal}, keys_from={cfg.keys_from!r}")
+    if k < width or not cfg.out_proj:
+        raise ConfigError(f"gd_step_head needs d_head >= d_model (here {k} < {width}) and out_proj=True")
+    d = width - 1
+    x_slots = jnp.arange(d)
+    w_qk = jnp.zeros((width, k)).at[x_slots, x_slots].set(1.0)
+    w_v = jnp.zeros((width, k)).at[d, d].set(-1.0)
+    w_o = jnp.zeros((k, width)).at[d, d].set(eta / n_context)
+    return set_head(model, layer, head, W_Q=w_qk, W_K=w_qk, W_V=w_v, W_O=w_o)

@@ -30,6 +30,9 @@ class TransformerConfig:
     layer_norm:    pre-LayerNorm before attention and MLP, and after the last block.
     clip:          clip the residual stream to ±clip after every block (0: off).
     d_in, d_out:   add a linear input embedding from d_in / an unembedding to d_out (None: identity).
+    d_input_mlp:   hidden width of a residual MLP on the embedded tokens before the first block, h ← h + MLP(h)
+                   (activation mlp_activation; sites input_mlp.hook_pre / hook_post): von Oswald et al. 2023 §5's
+                   input MLP, a learned feature map for non-linear regression (0: none).
     pos_embedding: "none", "learned" (needs max_len) or "sinusoidal", added to the embedded tokens; or
                    "concat_sinusoidal": a sinusoidal code of width pos_dim concatenated to them, as von Oswald et al.
                    do for interleaved tokens (the tokens then fill the first d_model − pos_dim features).
@@ -55,6 +58,7 @@ class TransformerConfig:
     clip: float = 0.0
     d_in: int | None = None
     d_out: int | None = None
+    d_input_mlp: int = 0
     pos_embedding: str = "none"
     pos_dim: int = 0
     max_len: int = 0
@@ -95,6 +99,8 @@ class TransformerConfig:
                 "an integer >= 0 (0: no classifier)")
         require(self, "d_mlp", isinstance(self.d_mlp, int) and self.d_mlp >= 0, "an integer >= 0 (0: no MLP)")
         require_choice(self, "mlp_activation", ("gelu", "relu"))
+        require(self, "d_input_mlp", isinstance(self.d_input_mlp, int) and self.d_input_mlp >= 0,
+                "an integer >= 0 (0: no input MLP)")
         require_nonnegative(self, "clip")
         for f in ("d_in", "d_out"):
             v = getattr(self, f)

@@ -16,6 +16,7 @@ Shapes are per example (unbatched), as every `__call__` here:
     blocks.{l}.attn.hook_attn_scores / hook_pattern                  [head, query_pos, key_pos]
     blocks.{l}.mlp.hook_pre / hook_post                              [pos, d_mlp]
     classifier.{i}.hook_post (TransformerConfig.classifier_layers)    [pos, d_model]
+    input_mlp.hook_pre / hook_post (TransformerConfig.d_input_mlp)    [pos, d_input_mlp]; hook_embed follows it
 
 With `pos_embedding="concat_sinusoidal"`, `hook_embed` is [pos, d_model − pos_dim] and `hook_pos_embed`
 [pos, pos_dim]: the residual stream is their concatenation.
@@ -62,7 +63,7 @@ class UnknownSiteError(KeyError):
 
 
 def site_axes(name: str) -> tuple[int, int | None]:
-    if name.startswith("classifier."):
+    if name.startswith(("classifier.", "input_mlp.")):
         return (0, None)
     for suffix, axes in SITE_AXES.items():
         if name == suffix or name.endswith("." + suffix):

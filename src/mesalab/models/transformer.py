@@ -1,6 +1,6 @@
 """A transformer stack with a named site at every intermediate (see `models.hooks`).
 
-    x ─ embed (+ positions) ─ hook_embed ─┬─ block 0 ─ … ─ block L−1 ─ [ln_final] ─ unembed ─ out
+    x ─ embed [─(+) input_mlp] (+ positions) ─ hook_embed ─┬─ block 0 ─ … ─ block L−1 ─ [ln_final] ─ unembed ─ out
     block l:  resid_pre ─ [ln1] ─ attn ─ attn_out ─(+)─ resid_mid ─ [ln2 ─ mlp ─ mlp_out ─(+)] ─ [clip] ─ resid_post
 
 `__call__` takes one unbatched sequence [pos, d_in]; batch with `jax.vmap` or `models.run`.
@@ -103,6 +103,7 @@ def sinusoidal_positions(max_len: int, d_model: int) -> np.ndarray:
 class Transformer(eqx.Module):
     cfg: TransformerConfig = eqx.field(static=True)
     W_E: jax.Array | None
+    input_mlp: MLP | None
     W_pos: jax.Array | None
     blocks: tuple[Block, ...]
     ln_final: eqx.nn.LayerNorm | None
@@ -113,8 +114,12 @@ class Transformer(eqx.Module):
         ke, kp, kb, ku = jax.random.split(key, 4)
         # The classifier's keys come from the unembedding's, so models without one draw exactly as before.
         ku, kc = jax.random.split(ku) if cfg.classifier_layers else (ku, ku)
+        # Likewise the input MLP's come from the embedding's.
+        ke, ki = jax.random.split(ke) if cfg.d_input_mlp else (ke, ke)
         self.cfg = cfg
         self.W_E = init_weight(ke, (cfg.d_in, cfg.token_width), cfg.d_in, cfg.init, cfg.init_scale) if cfg.d_in else None
+        self.input_mlp = (MLP(cfg.token_width, cfg.d_input_mlp, cfg.mlp_activation, cfg.init, cfg.init_scale, key=ki)
+                          if cfg.d_input_mlp else None)
         if cfg.pos_embedding == "learned":
             self.W_pos = init_weight(kp, (cfg.max_len, cfg.d_model), cfg.d_model, cfg.init, cfg.init_scale)
         else:
@@ -127,7 +132,8 @@ class Transformer(eqx.Module):
     # ---- sites -------------------------------------------------------------------------------------------------
     def site_names(self) -> list[str]:
         """Every named site of this model, in forward order."""
-        names = ["hook_embed"] + (["hook_pos_embed"] if self.cfg.pos_embedding != "none" else [])
+        names = ["input_mlp.hook_pre", "input_mlp.hook_post"] if self.input_mlp is not None else []
+        names += ["hook_embed"] + (["hook_pos_embed"] if self.cfg.pos_embedding != "none" else [])
         for layer, block in enumerate(self.blocks):
             for suffix in SITE_AXES:
                 if suffix in ("hook_embed", "hook_pos_embed"):
@@ -173,6 +179,8 @@ class Transformer(eqx.Module):
                 "batch with jax.vmap or mesalab.models.run"
             )
         h = x @ self.W_E if self.W_E is not None else x
+        if self.input_mlp is not None:
+            h = h + self.input_mlp(h, hooks, "input_mlp.")
         h = hooks("hook_embed", h)
         if cfg.pos_embedding != "none":
             if cfg.max_len and x.shape[0] > cfg.max_len:

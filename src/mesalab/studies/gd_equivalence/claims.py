@@ -19,6 +19,7 @@ from mesalab.studies.verdicts import (
 
 SRC = "von Oswald et al. 2023 §3, Fig. 2; DESIGN.md §4 S1"
 SRC_DEEP = "von Oswald et al. 2023 §4, Fig. 3 (deeper LSA and GD++); DESIGN.md §4 S1"
+SRC_NONLINEAR = "von Oswald et al. 2023 §5 (linear models on deep data representations); reference/mesa.md §1.2, §1.5"
 SRC_COPY = "von Oswald et al. 2023 §5 (interleaved tokens, the induction-head link); reference/mesa.md §1.6"
 
 GD1_TOLERANCE = 0.02  # DESIGN.md §4 S1: trained loss within 2% of optimal GD-1
@@ -29,6 +30,11 @@ OFFDIAG_MAX = 0.05  # reference/mesa.md §1.8 [M]: off-diagonal 0.004 vs diagona
 INTERP_TOLERANCE = 0.02  # "the interpolated model has the same loss": within 2%, as the GD-1 finding
 TRANSFER_GAP = 0.10  # reference/mesa.md §1.6: the paper draws TF and GD curves on top of each other; ≤ 10% apart
 GDPP_MATCH = 0.10  # DESIGN.md §4 S1 "matches GD++": the trained stack's loss within 10% of GD++, either side
+# "MLP + LSA reaches MLP + GD": the trained model's loss within 10% of the baseline's, either side, per seed pair —
+# the study's band for "matches" (GDPP_MATCH, DESIGN.md §4 S1). The paper draws the two loss curves together and
+# prints no number. Fixed before the first cpu run of the preset (two one-seed trial runs of other budgets had
+# shown −14% and +70%, i.e. at those budgets the band was not yet decided either way).
+NONLINEAR_MATCH = 0.10
 COPY_DOMINANCE = 2.0  # a copying head reads mostly one token: the neighbour ≥ 2× the token itself and any other
 # Learned guard: a trained model must remove at least a quarter of the zero predictor's loss. GD-1, the weakest
 # algorithm a finding compares with, removes 51% (0.208 vs 0.421 at U(±0.5), reference/mesa.md §1.7), so a model
@@ -59,7 +65,7 @@ BUDGET_PAPER = "the paper preset (50k steps at batch 2048, a GPU budget) would d
 
 def claims(cfg: Any, r: dict[str, Any]) -> list[Claim]:
     return (one_layer_rows(cfg, r) + transfer_rows(cfg, r) + depth_rows(r.get("depth"), r["zero_loss"])
-            + [copy_row(r.get("copying"), r["zero_loss"]), nonlinear_row()] + check_rows(cfg, r))
+            + [copy_row(r.get("copying"), r["zero_loss"]), nonlinear_row(r.get("nonlinear"))] + check_rows(cfg, r))
 
 
 def _learned(losses: Any, zero: float) -> Learned:
@@ -209,14 +215,41 @@ def copy_row(copying: dict[str, Any] | None, zero: float) -> Claim:
                + "; loss " + ", ".join(f"{x:.4f}" for x in copying["loss"]))
 
 
-def nonlinear_row() -> Claim:
-    return not_run(
-        "nonlinear", "non-linear regression: an MLP feature map plus LSA does GD on learned features", "von Oswald "
-        "et al. 2023 §5; reference/mesa.md §1.5", "TF ≈ 'MLP + GD' baseline", "–",
-        "not built or tried: the authors train a 40-wide input MLP + LSA for 20k steps at batch 2048 and fit an "
-        "'MLP + GD' baseline for 20k more (reference/mesa.md §1.5): 41M sequences through a wider model, 3× all "
-        "of this study's cpu training (13M); the linear parts come first (issue 14 item 7), so it is left for a GPU "
-        "preset")
+def nonlinear_row(nl: dict[str, Any] | None) -> Claim:
+    """MLP + LSA against MLP + GD on sine regression: L_LSA / L_GD − 1 per seed pair, with the learned guard against
+    the best context-free predictor and the convergence of both trainings."""
+    claim = ("non-linear (sine) regression: an MLP feature map + 1 LSA layer, trained end to end, reaches the loss of "
+             "'MLP + GD' (the same MLP trained under a fixed one-step-GD head): L_MLP+LSA / L_MLP+GD − 1 per seed")
+    paper = "TF ≈ MLP + GD: the layer does one GD step on learned features (the loss curves coincide)"
+    rule = within(NONLINEAR_MATCH, "the study's 'matches' band (GDPP_MATCH, DESIGN.md §4 S1); the paper prints no "
+                                   "number", "%")
+    if not nl:
+        return not_run("nonlinear", claim, SRC_NONLINEAR, paper, rule.text, "nonlinear_steps = 0 (not configured)")
+    m = {k: np.asarray(v, float) for k, v in nl["members"].items()}
+    trivial = {"the zero predictor": nl["zero_loss"], "the context mean of y": nl["mean_loss"],
+               "E[y | x_q] under the task prior (ignores the context)": nl["prior_loss"]}
+    best_name = min(trivial, key=trivial.get)
+    learned = Learned.beats(m["loss"], trivial[best_name], LEARNED_MARGIN, f"the best context-free predictor, "
+                            f"{best_name}")
+    conv_lsa, conv_gd = _converged(nl.get("history")), _converged(nl.get("gd_history"))
+    conv = next((c for c in (conv_lsa, conv_gd) if c is not None and not c.converged), conv_lsa)
+    rel = m["loss"] / m["gd_loss"] - 1.0
+    steps = nl.get("steps", "?")
+    return finding(
+        "nonlinear", claim, SRC_NONLINEAR, paper, rel, rule,
+        null=f"{NULL}; control with the mechanism removed: one GD step on the raw x (an LSA without the MLP) at its "
+             f"optimal η, ½·MSE {nl['raw_gd_loss']:.4f} ({nl['raw_gd_loss'] / np.median(m['gd_loss']) - 1:+.0%} "
+             "against the median MLP + GD)",
+        learned=learned, converged=conv,
+        budget="the paper preset (20k steps of each model at batch 2048, the authors' learning rates) would decide it",
+        detail=(f"{per_seed('{:+.1%}', rel)}; ½·MSE MLP + LSA: " + ", ".join(f"{x:.4f}" for x in m["loss"])
+                + "; MLP + GD (head fixed at η = " + f"{nl['gd_eta']:g}): " + ", ".join(f"{x:.4f}" for x in m["gd_loss"])
+                + f"; zero predictor {nl['zero_loss']:.4f}, context mean {nl['mean_loss']:.4f}, E[y | x_q] "
+                f"{nl['prior_loss']:.4f}, one GD step on raw x {nl['raw_gd_loss']:.4f}; agreement of the two models "
+                "(shown, not judged): mean |Δŷ| / mean |ŷ_GD| " + ", ".join(f"{x:.2f}" for x in m["pred_diff"])
+                + ", cosine of ∂ŷ/∂y_context " + ", ".join(f"{x:.3f}" for x in m["sens_cos"])
+                + "; MLP + LSA: " + (conv_lsa.text if conv_lsa else "no history") + "; MLP + GD: "
+                + (conv_gd.text if conv_gd else "no history") + f"; {steps} steps each"))
 
 
 def check_rows(cfg: Any, r: dict[str, Any]) -> list[Claim]:
