@@ -120,6 +120,19 @@ def test_set_overrides_are_validated():
         assert study_config("gd-equivalence", "smoke", [f"depths={text}"]).depths == want
 
 
+def test_config_files_are_read_like_set(tmp_path):
+    toml = tmp_path / "s1.toml"
+    toml.write_text('lr = 3e-3\ndepths = [2, 3]\nsteps = 50\n')
+    cfg = study_config("gd-equivalence", "smoke", ["steps=60"], config_file=toml)
+    assert (cfg.lr, cfg.depths, cfg.steps) == (3e-3, (2, 3), 60)   # --set wins over the file
+    (tmp_path / "bad.json").write_text('{"lrr": 1}')
+    with pytest.raises(ConfigError, match=r"bad.json: .*has no field 'lrr'; did you mean 'lr'"):
+        study_config("gd-equivalence", "smoke", config_file=tmp_path / "bad.json")
+    (tmp_path / "steps.json").write_text('{"steps": 2.5}')
+    res = runner.invoke(app, ["run", "gd-equivalence", "--scale", "smoke", "--config", str(tmp_path / "steps.json")])
+    assert res.exit_code == 2 and "steps = '2.5' is not allowed; expected int" in res.output
+
+
 def test_config_lists_keys_defaults_and_presets():
     res = runner.invoke(app, ["config", "gd-equivalence"])
     assert res.exit_code == 0 and "x_half_width" in res.output and "smoke" in res.output and "paper" in res.output

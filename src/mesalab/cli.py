@@ -98,6 +98,8 @@ def run(
     seeds: int = typer.Option(0, help="number of seeds (0: the preset's)"),
     out: Optional[Path] = typer.Option(None, help="run directory (default runs/<study>-<timestamp>)"),
     set_: list[str] = typer.Option([], "--set", help="override a config field, key=value (repeatable)"),
+    config: Optional[Path] = typer.Option(None, "--config", help="a JSON or TOML file of config keys (applied "
+                                          "before --set)"),
     resume: bool = typer.Option(False, help="continue the run in --out from its checkpoints"),
     strict: bool = typer.Option(False, help="exit 1 unless every finding passes"),
     progress: bool = typer.Option(True, help="show progress bars"),
@@ -108,7 +110,8 @@ def run(
     from mesalab.train.checkpoint import CheckpointError
 
     try:
-        run_dir = run_study(study, scale, sets=set_, seeds=seeds or None, out=out, resume=resume, progress=progress)
+        run_dir = run_study(study, scale, sets=set_, seeds=seeds or None, out=out, resume=resume, progress=progress,
+                            config_file=config)
     except (ConfigError, UnknownStudyError, FileExistsError, FileNotFoundError, CheckpointError) as e:
         fail(str(e))
     except TrainingDiverged as e:

@@ -12,6 +12,7 @@ import difflib
 import json
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 import jax
@@ -214,3 +215,33 @@ def parse_assignments(cls: type, items: list[str]) -> dict[str, Any]:
         key, text = item.split("=", 1)
         out[key.strip()] = parse_value(cls, key.strip(), text.strip())
     return out
+
+
+def read_config_file(cls: type, path: str | Path) -> dict[str, Any]:
+    """The key = value pairs of a JSON (.json) or TOML (.toml) file, each parsed and validated as `--set` would parse
+    it (so a wrong key or value is the same one-line error, naming the file)."""
+    import tomllib
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    try:
+        data = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid {path.suffix.lstrip('.') or 'JSON'}: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a table of key = value pairs")
+
+    def text(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if value is None:
+            return "none"
+        if isinstance(value, (list, tuple)):
+            return ",".join(text(v) for v in value)
+        return str(value)
+
+    try:
+        return {key: parse_value(cls, key, text(value)) for key, value in data.items()}
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None

@@ -10,31 +10,35 @@ from types import ModuleType
 from typing import Any
 
 from mesalab import report, store
-from mesalab.config import ConfigError, override, parse_assignments, to_dict
+from mesalab.config import ConfigError, override, parse_assignments, read_config_file, to_dict
 from mesalab.studies import get_study
 from mesalab.studies.protocol import RunContext
 from mesalab.studies.verdicts import Claim, attach_nulls
 
 
-def study_config(name: str, scale: str, sets: list[str] | None = None, seeds: int | None = None) -> Any:
-    """The preset of `scale` with `--set key=value` overrides (and a seed count) applied and validated."""
+def study_config(name: str, scale: str, sets: list[str] | None = None, seeds: int | None = None,
+                 config_file: str | Path | None = None) -> Any:
+    """The preset of `scale`, then the keys of `config_file` (JSON or TOML), then `--set key=value` overrides (and a
+    seed count), applied and validated."""
     study = get_study(name)
     if scale not in study.PRESETS:
         raise ConfigError(f"unknown scale {scale!r} for {name}; choose one of {', '.join(study.PRESETS)}")
-    changes = parse_assignments(study.Config, sets or [])
+    changes = read_config_file(study.Config, config_file) if config_file is not None else {}
+    changes |= parse_assignments(study.Config, sets or [])
     if seeds:
         changes["seeds"] = seeds
     return override(study.PRESETS[scale], **changes)
 
 
 def run_study(name: str, scale: str = "cpu", *, sets: list[str] | None = None, seeds: int | None = None,
-              out: str | Path | None = None, resume: bool = False, progress: bool = True) -> Path:
+              out: str | Path | None = None, resume: bool = False, progress: bool = True,
+              config_file: str | Path | None = None) -> Path:
     """Train, measure, judge the claims, draw the figures and build the report; returns the run directory.
 
     With `resume`, `out` must be an earlier run of the same study and config: training continues from its
     checkpoints and ends with the numbers an uninterrupted run would have given."""
     study = get_study(name)
-    cfg = study_config(name, scale, sets, seeds)
+    cfg = study_config(name, scale, sets, seeds, config_file)
     run_dir = store.new_run_dir(name, Path(out) if out is not None else None)
     if resume:
         check_resumable(run_dir, name, cfg)
