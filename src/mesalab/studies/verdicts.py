@@ -45,6 +45,15 @@ def majority(n: int) -> int:
     return n // 2 + 1
 
 
+def format_value(x: float | None, unit: str = "") -> str:
+    """How every number of a row is shown: "–" for none, "nan", a percentage for unit "%", else 4 digits."""
+    if x is None:
+        return "–"
+    if not math.isfinite(x):
+        return "nan"
+    return f"{100 * x:.3g}%" if unit == "%" else f"{x:.4g}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Rule:
     """A threshold on one value: `op` is "<=", "<", ">=", ">" or "|x|<=" (the magnitude at most `bound`).
@@ -74,9 +83,7 @@ class Rule:
         return np.where(np.isfinite(v), bad, np.inf)
 
     def format(self, x: float | None) -> str:
-        if x is None or not np.isfinite(x):
-            return "nan" if x is not None else "–"
-        return f"{100 * x:.3g}%" if self.unit == "%" else f"{x:.4g}"
+        return format_value(x, self.unit)
 
     @property
     def text(self) -> str:
@@ -241,9 +248,7 @@ class Claim:
         return cls(**d)
 
     def fmt(self, x: float | None) -> str:
-        if x is None or (isinstance(x, float) and not math.isfinite(x)):
-            return "–" if x is None else "nan"
-        return f"{100 * x:.3g} %" if self.unit == "%" else f"{x:.4g}"
+        return format_value(x, self.unit)
 
     @property
     def measured_text(self) -> str:

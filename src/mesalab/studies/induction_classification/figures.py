@@ -9,7 +9,7 @@ import numpy as np
 from mesalab import figures as fig
 from mesalab.studies.induction_classification.claims import ic_jumps
 from mesalab.studies.induction_classification.claims_sweeps import identifiable_eps
-from mesalab.studies.induction_heads.figures import _band, attention_grid
+from mesalab.studies.induction_heads.figures import attention_grid, band, shade
 from mesalab.studies.protocol import Figure, RunContext
 
 
@@ -25,23 +25,21 @@ def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
     for metric, label, color in (("ic_accuracy", "IC (novel classes)", "tab:blue"),
                                  ("ic2_accuracy", "IC2 (labels swapped)", "tab:purple"),
                                  ("iw_accuracy", "IW (in weights)", "tab:orange")):
-        _band(ax1, main, metric, label, color)
+        band(ax1, main, metric, label, color)
     if "control" in r:
-        _band(ax1, r["control"], "ic_accuracy", f"IC with L = N = {n}", "tab:gray")
+        band(ax1, r["control"], "ic_accuracy", f"IC with L = N = {n}", "tab:gray")
     for level, text in ((1 / n, "1/N"), (1 / cfg.n_labels, "1/L")):
         ax1.axhline(level, color="black", ls=":", lw=1)
         ax1.text(0, level, text, va="bottom", fontsize=8)
-    for lo, hi in windows:
-        ax1.axvspan(lo, hi, color="tab:blue", alpha=0.08)
+    shade(ax1, windows)
     ax1.set(xlabel="step", ylabel="accuracy", title="Test sets over training (shaded: each seed's jump)")
     ax1.legend(fontsize=8)
     for metric, label, color in (("ila1", "ILA1: label → its item, layer 1", "tab:orange"),
                                  ("tila2", "TILA2: query → matching label, layer 2", "tab:red"),
                                  ("tla2", "TLA2: query → all labels, layer 2", "tab:green"),
                                  ("cla", "CLA: probability on context labels", "tab:brown")):
-        _band(ax2, main, metric, label, color)
-    for lo, hi in windows:
-        ax2.axvspan(lo, hi, color="tab:blue", alpha=0.08)
+        band(ax2, main, metric, label, color)
+    shade(ax2, windows)
     ax2.set(xlabel="step", ylabel="value", title="Progress measures on IC")
     ax2.legend(fontsize=8)
     fig.save(f, ctx.figures_dir / "training.png")

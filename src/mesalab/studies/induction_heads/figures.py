@@ -11,7 +11,14 @@ from mesalab import figures as fig
 from mesalab.studies.protocol import Figure, RunContext
 
 
-def _band(ax, part: dict[str, Any], metric: str, label: str, color: str) -> None:
+def shade(ax, windows) -> None:
+    """Shade each seed's 10%→90% window of its jump."""
+    for lo, hi in windows:
+        ax.axvspan(lo, hi, color="tab:blue", alpha=0.08)
+
+
+def band(ax, part: dict[str, Any], metric: str, label: str, color: str) -> None:
+    """One metric of a part, every seed, as a mean line with a ±1 std band."""
     frame = pd.DataFrame([(s, v) for c in part["curves"][metric] for s, v in zip(part["steps"], c)],
                          columns=["step", metric])
     fig.seed_band(ax, frame, "step", metric, label, color)
@@ -46,13 +53,12 @@ def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
     two, one = r["two"], r["one"]
     with plt.rc_context(fig.STYLE):
         f, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    _band(ax1, two, "accuracy", "2 layers", "tab:blue")
-    _band(ax1, one, "accuracy", "1 layer", "tab:gray")
+    band(ax1, two, "accuracy", "2 layers", "tab:blue")
+    band(ax1, one, "accuracy", "1 layer", "tab:gray")
     ax1.axhline(1 / cfg.n_pairs, color="black", ls=":", lw=1, label="1/N (a random context label)")
     windows = [(t.t10, t.t90) for t in rise_from(two["steps"], two["curves"]["accuracy"], 1 / cfg.n_pairs)
                if np.isfinite(t.t10)]
-    for lo, hi in windows:
-        ax1.axvspan(lo, hi, color="tab:blue", alpha=0.08)
+    shade(ax1, windows)
     ax1.set(xlabel="step", ylabel="copying accuracy", title="In-context copying (shaded: 10%→90% of each jump)")
     ax1.legend()
     for metric, label, color in (("prev_token_l1", "previous-token score, layer 1", "tab:orange"),
@@ -61,9 +67,8 @@ def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
                                   "tab:purple"),
                                  ("copying_l2", "copying score (Olsson), layer 2", "tab:green"),
                                  ("ov_eigen_l2", "OV-eigenvalue score, layer 2", "tab:olive")):
-        _band(ax2, two, metric, label, color)
-    for lo, hi in windows:
-        ax2.axvspan(lo, hi, color="tab:blue", alpha=0.08)
+        band(ax2, two, metric, label, color)
+    shade(ax2, windows)
     ax2.set(xlabel="step", ylabel="score", title="Head scores of the 2-layer model")
     ax2.legend(fontsize=8)
     fig.save(f, ctx.figures_dir / "training.png")
