@@ -85,7 +85,8 @@ def smoke(tmp_path_factory):
 def test_smoke_run_judges_every_finding_against_its_null(smoke):
     out, claims = smoke
     findings = [c for c in claims if c["kind"] == "finding"]
-    assert {c["id"] for c in findings} == {"abrupt", "circuit", "coincide", "accuracy", "copying"}
+    assert {c["id"] for c in findings} == {"abrupt", "circuit", "coincide", "copying"}
+    assert {c["id"] for c in claims if c["kind"] == "check"} == {"accuracy", "one_layer_control"}
     assert {c["null_verdict"] for c in findings} <= {"FAIL", "INCONCLUSIVE"}
     results = json.loads((out / "results.json").read_text())
     assert set(results["two"]["curves"]) >= {"prefix_matching_l2", "task_induction_l2", "copying_l2", "ov_eigen_l2"}

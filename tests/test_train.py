@@ -32,6 +32,9 @@ def test_training_lowers_the_loss(trained):
     zero_predictor = 0.5 * 3 / 12  # ½E[y_q²] = ½·d·Var(x) for x ~ U(−0.5, 0.5), d = 3
     assert h[h.step == h.step.max()].value.mean() < 0.6 * zero_predictor
     assert set(h.member) == {0, 1, 2} and trained.step == 40
+    curve = trained.curve("test_loss")      # what the studies' convergence rule reads
+    assert curve["steps"] == sorted(set(h.step)) and len(curve["values"]) == 3
+    assert curve["time"] == [float(s) for s in curve["steps"]]   # a constant rate: optimizer time = steps
 
 
 def test_ensemble_members_equal_members_trained_alone(trainer, trained):

@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 from mesalab.studies.verdicts import (
-    Claim, DefinitionChange, Learned, above, at_most, attach_nulls, check, convergence, counts, finding, judged,
-    majority, not_run, within,
+    Claim, DefinitionChange, Learned, above, at_most, attach_nulls, check, convergence, counts,
+    cross_entropy_convergence, finding, judged, least_converged, majority, not_run, within,
 )
+from mesalab.train.config import TrainConfig
+from mesalab.train.optim import optimizer_time
 
 RULE = at_most(0.1, "test")
 
@@ -76,6 +78,40 @@ def test_convergence_rule_and_the_inconclusive_verdict():
     r = row([0.01, 0.02, 0.03], converged=c, budget="train 4× longer")
     assert r.verdict == "INCONCLUSIVE" and "did not converge" in r.reason and "4× longer" in r.reason
     assert "passes" in r.reason and r.measured == pytest.approx(0.02)
+
+
+def test_an_annealed_rate_is_not_convergence():
+    """Loss that falls at a steady rate per unit of learning rate looks flat per step once a cosine schedule has
+    decayed: the per-step rule called it converged, the optimizer-time rule does not (and the row records both)."""
+    steps = np.arange(0, 1001, 50)
+    train = TrainConfig(steps=1000, batch_size=8, lr=1e-2, schedule="warmup_cosine", warmup_steps=100, end_lr=0.0)
+    clock = np.asarray(optimizer_time(train, steps))
+    assert clock[-1] == pytest.approx(0.5 * 100 + 0.5 * 900, rel=1e-3)  # warm-up and cosine both average ½
+    loss = 1.0 - 0.2 * clock / clock[-1]   # the loss falls in proportion to optimizer time
+    c = convergence(steps, loss, clock)
+    assert not c.converged and c.old_converged and c.changed and "optimizer time" in c.text
+    assert c.old_drop < 0.02 < c.drop and 400 < c.start_step < 520     # the last quarter of time starts near 47%
+    r = row([0.01, 0.02, 0.03], converged=c)
+    assert r.verdict == "INCONCLUSIVE"
+    [change] = r.changes
+    assert change.old_verdict == "PASS" and "optimizer time" in change.what
+    assert convergence(steps, loss).converged    # read per step (as if the rate were constant): the blind spot
+    with pytest.raises(ValueError, match="time"):
+        convergence(steps, loss, clock[::-1])
+
+
+def test_a_solved_cross_entropy_is_measured_in_units_of_log_c():
+    steps = np.arange(0, 101, 10)
+    loss = np.r_[np.linspace(3.0, 0.1, 6), 0.1 * 0.8 ** np.arange(1, 6)]  # solved, logits still growing
+    assert not convergence(steps, loss).converged                            # relative: never settles
+    c = cross_entropy_convergence(steps, loss, None, 32)
+    assert c.converged and c.drop == pytest.approx((loss[7] + (loss[8] - loss[7]) / 2 - loss[-1]) / math.log(32))
+    assert "log 32" in c.text
+    still_learning = np.linspace(3.0, 1.0, 11)
+    assert not cross_entropy_convergence(steps, still_learning, None, 32).converged
+    group = least_converged(c, cross_entropy_convergence(steps, still_learning, None, 32), None)
+    assert not group.converged and group.old_converged is False
+    assert least_converged(None, None) is None
 
 
 def test_a_finding_that_passes_on_its_null_becomes_inconclusive():

@@ -26,7 +26,7 @@ from mesalab.models.hooks import Intervention
 from mesalab.train import checkpoint
 from mesalab.train.config import TrainConfig, group_size
 from mesalab.train.loss import default_loss
-from mesalab.train.optim import direction
+from mesalab.train.optim import direction, optimizer_time
 from mesalab.train.progress import Progress
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -55,13 +55,23 @@ class Member:
 @dataclasses.dataclass
 class TrainResult:
     """models: the trained ensemble (array leaves have a leading member axis); history: long-format metrics
-    (step, member, seed, metric, value); step: optimizer steps done."""
+    (step, member, seed, metric, value); step: optimizer steps done; train: the training config that produced it."""
 
     models: Any
     history: pd.DataFrame
     step: int
     members: tuple[Member, ...]
     seconds: float
+    train: TrainConfig | None = None
+
+    def curve(self, metric: str = "test_loss") -> dict[str, list]:
+        """One metric's history: steps [S], values [member][S], and time [S], the optimizer time Σ lr / peak lr at
+        each step (train.optim.optimizer_time; the convergence rule measures the last quarter of training on it)."""
+        rows = self.history[self.history.metric == metric]
+        table = rows.pivot_table(index="member", columns="step", values="value", aggfunc="mean")
+        steps = [int(s) for s in table.columns]
+        clock = optimizer_time(self.train, steps) if self.train is not None else [float(s) for s in steps]
+        return {"steps": steps, "values": table.to_numpy().tolist(), "time": clock}
 
     def member(self, i: int) -> Any:
         """The i-th trained model, without the ensemble axis."""
@@ -281,7 +291,7 @@ class Trainer:
         models = eqx.combine(state["params"], self._static)
         history = pd.DataFrame(records, columns=["step", "member", "seed", "metric", "value"])
         # Seconds spent training, summed over the interrupted sessions of a resumed run.
-        return TrainResult(models, history, step, members, seconds_before + time.perf_counter() - t0)
+        return TrainResult(models, history, step, members, seconds_before + time.perf_counter() - t0, self.cfg)
 
     def _check_init(self, init: Any, n_members: int) -> None:
         want = jax.tree_util.tree_structure(eqx.filter(eqx.filter_eval_shape(self.make_model, key=jax.random.PRNGKey(0)),

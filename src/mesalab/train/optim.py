@@ -6,6 +6,9 @@ exactly optax.adamw (whose weight decay is also multiplied by the learning rate)
 
 from __future__ import annotations
 
+from typing import Sequence
+
+import numpy as np
 import optax
 
 from mesalab.train.config import TrainConfig
@@ -39,3 +42,18 @@ def direction(cfg: TrainConfig) -> optax.GradientTransformation:
         parts.append(optax.add_decayed_weights(cfg.weight_decay))
     parts.append(optax.scale_by_schedule(schedule_shape(cfg)))
     return optax.chain(*parts)
+
+
+def optimizer_time(cfg: TrainConfig, steps: Sequence[int]) -> list[float]:
+    """Training time measured in learning rate: Σ_{s<t} η_s / η_peak at each step t in `steps`.
+
+    Parameters move by about η per step, so this is the clock on which "the last quarter of training" means the
+    same under any schedule (the convergence rule reads it). For a constant rate it equals the step count."""
+    t = np.asarray(steps, int)
+    if t.size == 0:
+        return []
+    if cfg.schedule == "constant":
+        return t.astype(float).tolist()
+    shape = np.asarray(schedule_shape(cfg)(np.arange(int(t.max()), dtype=np.int32)), float)
+    elapsed = np.concatenate([[0.0], np.cumsum(shape)])
+    return elapsed[t].tolist()

@@ -83,10 +83,10 @@ def baselines(task: RegressionConfig, model: TransformerConfig, n: int) -> dict[
 
 
 def eval_curve(res: Any) -> dict[str, list]:
-    """The evaluation-loss history of a part: steps [S] and loss [seed, S] (the convergence rule reads it)."""
-    h = res.history[res.history.metric == "test_loss"]
-    table = h.pivot_table(index="member", columns="step", values="value")
-    return {"steps": [int(s) for s in table.columns], "loss": table.to_numpy().tolist()}
+    """The evaluation-loss history of a part: steps [S], loss [seed, S] and optimizer time [S] (the convergence rule
+    reads it)."""
+    c = res.curve("test_loss")
+    return {"steps": c["steps"], "loss": c["values"], "time": c["time"]}
 
 
 def run_one_layer(cfg: Any, ctx: RunContext) -> tuple[dict[str, Any], Any]:

@@ -20,7 +20,7 @@ from mesalab.studies.induction_classification.claims_sweeps import finite, ident
 from mesalab.studies.induction_classification.config import Config
 from mesalab.studies.induction_classification.parts import finals
 from mesalab.studies.verdicts import (
-    Claim, DefinitionChange, Learned, at_least, at_most, below, check, convergence, finding, per_seed, within,
+    Claim, DefinitionChange, Learned, at_least, at_most, below, check, cross_entropy_convergence, finding, per_seed, within,
 )
 
 SRC = "Reddy 2024 (seed 003); DESIGN.md §4 S4"
@@ -148,7 +148,7 @@ def main_rows(cfg: Config, r: dict[str, Any]) -> list[Claim]:
         + ("; L = N control final TILA2 " + ", ".join(f"{v:.3f}" for v in finals(r["control"], "tila2"))
            if "control" in r else "")))
 
-    conv = convergence(main["steps"], main["curves"]["test_loss"])
+    conv = cross_entropy_convergence(main["steps"], main["curves"]["test_loss"], main.get("time"), main["n_labels"])
     rows.append(finding(
         "ic2", "labels swapped on seen classes (IC2: every context label shifted by one, scored against the shifted "
         "label): final IC2 accuracy per seed", SRC + "; reference/induction.md §1.2 (the author's IC2 test set)",

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from mesalab.studies.induction_classification.config import Config
 from mesalab.studies.induction_classification.parts import finals
 from mesalab.studies.verdicts import (
-    Claim, Convergence, DefinitionChange, Learned, at_least, at_most, convergence, finding, not_run,
+    Claim, DefinitionChange, Learned, at_least, at_most, cross_entropy_convergence, finding, least_converged, not_run,
+    per_seed,
 )
 
 SRC = "Chan et al. 2022 (reference/induction.md §2.1); Reddy 2024 Fig. 2 (§1.4)"
@@ -69,10 +70,15 @@ def spearman(x, y) -> float:
     return round(float(np.corrcoef(rx, ry)[0, 1]), 12) if np.std(ry) > 0 and np.std(rx) > 0 else 0.0
 
 
-def worst(convs: Sequence[Convergence | None]) -> Convergence | None:
-    """The least converged of several runs (None when none has a history: untrained models)."""
-    convs = [c for c in convs if c is not None]
-    return max(convs, key=lambda c: c.drop) if convs else None
+def seed_rhos(x: Any, grid: Any) -> str:
+    """Every seed's own Spearman ρ against x, for the detail of a row judged on the seeds' mean (grid: [value, seed])."""
+    g = np.asarray(grid, float)
+    return "per-seed ρ (each seed's own curve): " + ", ".join(f"{spearman(x, g[:, i]):+.2f}" for i in range(g.shape[1]))
+
+
+def _converged(cfg: Config, steps: Any, losses: Any, time: Any):
+    """Every sweep point is classified over L = cfg.n_labels labels."""
+    return cross_entropy_convergence(steps, losses, time, cfg.n_labels)
 
 
 def require(row: Claim, ok: bool, what: str) -> Claim:
@@ -96,8 +102,9 @@ def sweep_rows(cfg: Config, r: dict[str, Any]) -> list[Claim]:
     if len(burst) >= 2:
         bs = [p["burstiness"] for p in burst]
         mean = {k: [float(np.mean(finals(p, f"{k}_accuracy"))) for p in burst] for k in ("ic", "iw")}
-        conv = worst([convergence(p["steps"], p["curves"]["test_loss"]) for p in burst])
+        conv = least_converged(*[_converged(cfg, p["steps"], p["curves"]["test_loss"], p.get("time")) for p in burst])
         detail = "B: " + ", ".join(f"{b}: IC {a:.3f} / IW {w:.3f}" for b, a, w in zip(bs, mean["ic"], mean["iw"]))
+        seeds = {k: seed_rhos(bs, [finals(p, f"{k}_accuracy") for p in burst]) for k in ("ic", "iw")}
         lo, hi = int(np.argmin(bs)), int(np.argmax(bs))
         rise = mean["ic"][hi] - mean["ic"][lo]
         fall = mean["iw"][lo] - mean["iw"][hi]
@@ -105,13 +112,13 @@ def sweep_rows(cfg: Config, r: dict[str, Any]) -> list[Claim]:
             "ic-rises-with-b", f"in-context accuracy rises with burstiness B (p_C = 0, K = {cfg.burst_classes}): "
             f"Spearman ρ of final IC accuracy (mean of {cfg.burst_seeds} seeds) against B", SRC,
             "ICL rises with burstiness", spearman(bs, mean["ic"]), at_least(MONOTONE, "ours: one adjacent swap"),
-            null=NULL_SWEEP, converged=conv, budget=_budget("burst_steps", cfg.burst_steps), detail=detail),
-            rise >= MIN_EFFECT, f"IC accuracy at B = {bs[hi]} minus B = {bs[lo]} ≥ {MIN_EFFECT} ({rise:+.3f})"))
+            null=NULL_SWEEP, converged=conv, budget=_budget("burst_steps", cfg.burst_steps),
+            detail=f"{detail}; {seeds['ic']}"), rise >= MIN_EFFECT, f"IC accuracy at B = {bs[hi]} minus B = {bs[lo]} ≥ {MIN_EFFECT} ({rise:+.3f})"))
         rows.append(require(finding(
             "iw-falls-with-b", "in-weights accuracy falls with burstiness: Spearman ρ of final IW accuracy against B",
             SRC, "IWL falls with burstiness", spearman(bs, mean["iw"]), at_most(-MONOTONE, "ours: one adjacent swap"),
-            null=NULL_SWEEP, converged=conv, budget=_budget("burst_steps", cfg.burst_steps), detail=detail),
-            fall >= MIN_EFFECT, f"IW accuracy at B = {bs[lo]} minus B = {bs[hi]} ≥ {MIN_EFFECT} ({fall:+.3f})"))
+            null=NULL_SWEEP, converged=conv, budget=_budget("burst_steps", cfg.burst_steps),
+            detail=f"{detail}; {seeds['iw']}"), fall >= MIN_EFFECT, f"IW accuracy at B = {bs[lo]} minus B = {bs[hi]} ≥ {MIN_EFFECT} ({fall:+.3f})"))
 
     if "classes" in phase and burst:
         cl = phase["classes"]
@@ -120,16 +127,19 @@ def sweep_rows(cfg: Config, r: dict[str, Any]) -> list[Claim]:
         small = float(np.mean([cl["ic"][i] for i in bursty]))
         k_big, k_small = cfg.burst_classes, cl["n_classes"]
         gain = (big - small) if k_big > k_small else (small - big)
-        conv = worst([convergence(burst[i]["steps"], burst[i]["curves"]["test_loss"]) for i in bursty]
-                     + [convergence(cl["steps"], cl["test_loss"][i]) for i in bursty])
+        conv = least_converged(
+            *[_converged(cfg, burst[i]["steps"], burst[i]["curves"]["test_loss"], burst[i].get("time")) for i in bursty],
+            *[_converged(cfg, cl["steps"], cl["test_loss"][i], cl.get("time")) for i in bursty])
         rows.append(finding(
             "ic-rises-with-k", f"in-context accuracy rises with the number of classes K: mean final IC accuracy over "
             f"B > 0 at K = {max(k_big, k_small)} minus K = {min(k_big, k_small)}", SRC,
             "ICL rises with the number of classes", gain, at_least(MIN_EFFECT, "ours: the sweeps' minimum effect"),
             null=NULL_SWEEP, converged=conv, budget=_budget("burst_steps", cfg.burst_steps) + "; " + _budget(
                 "phase_steps", cfg.phase_steps).replace("the sweep", "the second K row"),
-            detail=f"K = {k_big}: {big:.3f} ({cfg.burst_seeds} seeds, {cfg.burst_steps} steps); K = {k_small}: "
-            f"{small:.3f} ({cfg.phase_seeds} seeds, {cfg.phase_steps} steps)",
+            detail=f"K = {k_big}: {big:.3f} ({cfg.burst_seeds} seeds, {cfg.burst_steps} steps; "
+            + per_seed("{:.3f}", np.mean([finals(burst[i], "ic_accuracy") for i in bursty], axis=0))
+            + f"); K = {k_small}: {small:.3f} ({cfg.phase_seeds} seeds, {cfg.phase_steps} steps; "
+            + per_seed("{:.3f}", np.mean([cl["ic"][i] for i in bursty], axis=0)) + ")",
             changes=[DefinitionChange("threshold > 0 → ≥ 0.05 (the sweeps' minimum effect)",
                                       "issue 14: the row must fail on untrained models, whose difference is noise",
                                       "PASS" if gain > 0 else "FAIL", gain)]))
@@ -162,7 +172,8 @@ def _eps_rows(cfg: Config, eps: dict[str, Any]) -> list[Claim]:
                                 + ("" if ok else " (beyond)")
                                 for e, a, w, b, ok in zip(values, ic, iw, ic_base, inside))
               + f"; first step with base-ε IC accuracy ≥ 0.5, per seed (– never, within {cfg.phase_steps} steps): "
-              + "; ".join(f"{e:g}: {steps_text(row)}" for e, row in zip(values, half)))
+              + "; ".join(f"{e:g}: {steps_text(row)}" for e, row in zip(values, half))
+              + "; below the bound, " + seed_rhos(values[inside], np.asarray(eps["ic"])[order][inside]))
     rho_all = spearman(values, ic)
     changes = [
         DefinitionChange(f"all ε of the grid → only ε < √(√D − 1) = {limit:.2f} (this row's ρ over every ε)",
@@ -172,7 +183,7 @@ def _eps_rows(cfg: Config, eps: dict[str, Any]) -> list[Claim]:
         DefinitionChange(f"ε grid {OLD_EPS_GRID} → {tuple(eps['values'])}", "introduced with the bound (review "
                          "S4-C6); the author's grid runs 0 … 6.4", "not computed (another grid than this run's)"),
     ]
-    conv = convergence(eps["steps"], eps["test_loss"])
+    conv = _converged(cfg, eps["steps"], eps["test_loss"], eps.get("time"))
     inside_ic = ic[inside]
     rise = float(inside_ic[-1] - inside_ic[0])
     row = finding("ic-rises-with-eps", claim, SRC, "ICL rises with within-class variation",
@@ -201,7 +212,7 @@ def _zipf_row(cfg: Config, zipf: dict[str, Any]) -> Claim:
     lo, hi = float(weaker[int(np.argmin(values))].mean()), float(weaker[int(np.argmax(values))].mean())
     row = finding("zipf-coexist", claim, SRC, "ICL and IWL coexist at α ≈ 1 (a trade-off elsewhere)", weaker[i],
                   at_least(COEXIST, "Chan et al.: both abilities substantial; ours: more than half right"),
-                  null=NULL_SWEEP, learned=learned, converged=convergence(zipf["steps"], zipf["test_loss"]),
+                  null=NULL_SWEEP, learned=learned, converged=_converged(cfg, zipf["steps"], zipf["test_loss"], zipf.get("time")),
                   budget=_budget("phase_steps", cfg.phase_steps),
                   detail="α: " + ", ".join(f"{a:g}: IC {x:.3f} / IW {y:.3f}"
                                            for a, x, y in zip(values, ic.mean(1), iw.mean(1))))

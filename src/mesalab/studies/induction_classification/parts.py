@@ -55,7 +55,8 @@ def train_part(cfg: Config, ctx: RunContext, part: str, task: ClassificationConf
     hist = res.history
     curves = {m: [hist[(hist.metric == m) & (hist.member == i)].sort_values("step").value.tolist() for i in range(n)]
               for m in hist.metric.unique()}
-    out = {"steps": sorted(hist[hist.metric == "test_loss"].step.unique().tolist()), "curves": curves,
+    loss = res.curve("test_loss")
+    out = {"steps": loss["steps"], "time": loss["time"], "curves": curves,
            "seconds": res.seconds, "n_labels": task.n_labels, "burstiness": task.burstiness}
     if maps:
         out["patterns"] = attention_maps(cfg, task, res.models)

@@ -32,7 +32,7 @@ def phase_diagrams(cfg: Config, ctx: RunContext) -> dict[str, Any]:
                           cfg.phase_seeds, cfg.phase_steps, sweep=True) for b in cfg.burst_values]
         out["classes"] = {"n_classes": cfg.phase_classes, "burstiness": list(cfg.burst_values),
                           **{k: [finals(p, f"{k}_accuracy") for p in row] for k in ("ic", "iw")},
-                          "steps": row[0]["steps"], "test_loss": [p["curves"]["test_loss"] for p in row]}
+                          "steps": row[0]["steps"], "time": row[0]["time"], "test_loss": [p["curves"]["test_loss"] for p in row]}
     base = cfg.burst_task(cfg.phase_burstiness)
     # The reference picks a bursty sequence's classes uniformly, so with every sequence bursty α would change
     # nothing (measured: identical models at every α); the α sweep draws bursty classes from the Zipf law too.
@@ -50,7 +50,7 @@ def phase_diagrams(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             "ic": grid(part["own"]["ic"]), "iw": grid(part["own"]["iw"]), "ic2": grid(part["own"]["ic2"]),
             # For comparison: the base task's test sets (ε = cfg.eps, uniform classes), as the curves are recorded.
             "ic_base": grid(finals(part, "ic_accuracy")), "iw_base": grid(finals(part, "iw_accuracy")),
-            "ic_half_step": grid(half), "steps": part["steps"], "test_loss": part["curves"]["test_loss"]}
+            "ic_half_step": grid(half), "steps": part["steps"], "time": part["time"], "test_loss": part["curves"]["test_loss"]}
     return out
 
 

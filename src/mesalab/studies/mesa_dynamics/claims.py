@@ -15,8 +15,8 @@ import numpy as np
 
 from mesalab.studies.mesa_dynamics.models import parse
 from mesalab.studies.verdicts import (
-    Claim, Convergence, DefinitionChange, Learned, at_most, below, check, convergence, finding, not_run, per_seed,
-    within,
+    Claim, Convergence, DefinitionChange, Learned, at_most, below, check, convergence, finding, least_converged,
+    not_run, per_seed, within,
 )
 
 SRC = "von Oswald et al. 2023b"
@@ -65,7 +65,7 @@ def learned(losses, zero: float) -> Learned:
 
 def part_convergence(part: dict[str, Any]) -> Convergence | None:
     h = part.get("history")
-    return None if not h else convergence(h["steps"], h["loss"])
+    return None if not h else convergence(h["steps"], h["loss"], h.get("time"))
 
 
 def group_convergence(parts: dict[str, dict[str, Any]]) -> tuple[Convergence | None, str]:
@@ -76,7 +76,7 @@ def group_convergence(parts: dict[str, dict[str, Any]]) -> tuple[Convergence | N
         return None, ""
     worst = max(conv, key=lambda n: conv[n].drop)
     text = "; ".join(f"{n} fell {c.drop:.1%}" for n, c in conv.items())
-    return conv[worst], f"last-quarter drops: {text} (the group is judged by {worst})"
+    return least_converged(*conv.values()), f"last-quarter drops: {text} (the group is judged by {worst})"
 
 
 def claims(cfg: Any, r: dict[str, Any]) -> list[Claim]:

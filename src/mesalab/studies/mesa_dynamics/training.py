@@ -15,7 +15,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 
 from mesalab.algorithms.least_squares import (
     best_gd_eta, fit_gd_from_init, gd_from_init_predictions, gd_predictions, ridge_predictions,
@@ -78,11 +77,11 @@ def curves(models, task: DynamicsConfig, states: jax.Array) -> np.ndarray:
     return np.average(np.stack([np.asarray(p) for p in parts]), axis=0, weights=weights)
 
 
-def loss_history(history: pd.DataFrame) -> dict[str, list]:
-    """{"steps": [S], "loss": [seed, S]}: the evaluation loss of every member at every recorded step."""
-    rows = history[history.metric == "test_loss"]
-    table = rows.pivot_table(index="member", columns="step", values="value", aggfunc="mean")
-    return {"steps": [int(s) for s in table.columns], "loss": table.to_numpy().tolist()}
+def loss_history(res: Any) -> dict[str, list]:
+    """{"steps": [S], "loss": [seed, S], "time": [S]}: the evaluation loss of every member at every recorded step,
+    and the optimizer time there (the convergence rule reads it)."""
+    c = res.curve("test_loss")
+    return {"steps": c["steps"], "loss": c["values"], "time": c["time"]}
 
 
 def train_part(cfg: Config, ctx: RunContext, part: str, name: str, train: TrainConfig, states) -> dict[str, Any]:
@@ -91,7 +90,7 @@ def train_part(cfg: Config, ctx: RunContext, part: str, name: str, train: TrainC
     per_pos = curves(res.models, task, states)
     return {"model": name, "curve": per_pos.tolist(), "loss": per_pos.mean(1).tolist(),
             "params": parameter_count(model), "seconds": res.seconds, "steps": train.steps,
-            "batch_size": train.batch_size, "lr": train.lr, "history": loss_history(res.history),
+            "batch_size": train.batch_size, "lr": train.lr, "history": loss_history(res),
             "_models": res.models, "_task": task}
 
 

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from mesalab.studies.verdicts import (
-    Claim, Convergence, DefinitionChange, Learned, Rule, at_least, at_most, check, convergence, finding, not_run,
-    per_seed, within,
+    Claim, Convergence, DefinitionChange, Learned, Rule, at_least, at_most, check, convergence, finding,
+    least_converged, not_run, per_seed, within,
 )
 
 SRC = "von Oswald et al. 2023b"
@@ -85,13 +85,7 @@ def learned(losses, zero: float) -> Learned:
 
 
 def history_convergence(h: dict[str, Any] | None) -> Convergence | None:
-    return None if not h else convergence(h["steps"], h["test_loss"])
-
-
-def least_converged(*cs: Convergence | None) -> Convergence | None:
-    """The run furthest from converged (None when none has a history: untrained models)."""
-    cs = [c for c in cs if c is not None]
-    return max(cs, key=lambda c: c.drop) if cs else None
+    return None if not h else convergence(h["steps"], h["test_loss"], h.get("time"))
 
 
 def verdict_of(values, rule: Rule, lrn: Learned | None) -> tuple[str, float | None]:

@@ -10,7 +10,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pandas as pd
 
 from mesalab.analysis.compress import Interpolated, compress, compressed_parameter_count, interpolate, interpolated
 from mesalab.analysis.probes import by_position, probe
@@ -39,12 +38,11 @@ def train(cfg: Config, ctx: RunContext, name: str, train_cfg: TrainConfig):
     return task, model, res
 
 
-def eval_history(history: pd.DataFrame, n: int) -> dict[str, list]:
-    """The evaluation-loss history of a part: steps [S] and test_loss [member][S] (step 0 only when untrained)."""
-    hist = history[history.metric == "test_loss"]
-    steps = sorted(hist.step.unique().tolist())
-    return {"steps": steps,
-            "test_loss": [hist[hist.member == i].sort_values("step").value.tolist() for i in range(n)]}
+def eval_history(res: Any) -> dict[str, list]:
+    """The evaluation-loss history of a part: steps [S], test_loss [member][S] and optimizer time [S] (step 0 only
+    when untrained; the convergence rule reads it)."""
+    c = res.curve("test_loss")
+    return {"steps": c["steps"], "test_loss": c["values"], "time": c["time"]}
 
 
 # One compiled forward pass per model shape and site list (sites is static: a tuple).
@@ -85,7 +83,7 @@ def run_deep(cfg: Config, ctx: RunContext, layers: int, states, fit_states, prob
     task, model_cfg, res = train(cfg, ctx, name, training(cfg, cfg.deep_steps, cfg.deep_batch_size, cfg.lr))
     out: dict[str, Any] = {"layers": layers, "params": parameter_count(model_cfg), "loss": [], "compressed_loss": [],
                            "probes": [], "interpolation": [], "fewshot": [], "seconds": res.seconds,
-                           "history": eval_history(res.history, cfg.seeds)}
+                           "history": eval_history(res)}
     out["compressed_params"] = compressed_parameter_count(member_of(res.models, 0), SLOTS)
     deepest = layers == max(cfg.depths)
     if deepest:
@@ -117,7 +115,7 @@ def retrain_interpolated(cfg: Config, ctx: RunContext, layers: int, task, model_
     trainer = Trainer(task, make, training(cfg, cfg.deep_steps, cfg.deep_batch_size, cfg.lr),
                       frozen=Interpolated.frozen_leaves)
     res = ctx.fit(trainer, members, f"interpolated-{layers}", init=start)
-    hist = eval_history(res.history, cfg.seeds)
+    hist = eval_history(res)
     return {**hist, "loss": curves(res.models, task, states).mean(1).tolist(), "seconds": res.seconds}
 
 

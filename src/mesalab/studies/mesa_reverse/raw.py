@@ -26,7 +26,7 @@ def run_raw(cfg: Config, ctx: RunContext, states, fit_states, probe_states) -> d
     name = f"softmax-raw-{cfg.raw_layers}"
     task, _, res = train(cfg, ctx, name, training(cfg, cfg.raw_steps, cfg.raw_batch_size, cfg.raw_lr))
     out: dict[str, Any] = {"model": name, "r2": [], "r2_embed": [], "sensitivity": [], "loss": [],
-                           "seconds": res.seconds, "history": eval_history(res.history, cfg.seeds)}
+                           "seconds": res.seconds, "history": eval_history(res)}
     sites = ("hook_embed", "blocks.0.hook_resid_post")
     fit_t, test_t = probe_targets(fit_states, lags=(1, 2, 3)), probe_targets(probe_states, lags=(1, 2, 3))
     for i in range(cfg.seeds):
