@@ -1,5 +1,7 @@
 """mesalab: the mechanistic study of in-context learning on small sequence models."""
 
+from mesalab import jax_setup  # noqa: F401  (compilation cache and host devices, before JAX starts)
+
 __version__ = "0.1.0"
 
 

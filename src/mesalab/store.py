@@ -105,8 +105,11 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "device": f"{dev.platform}: {getattr(dev, 'device_kind', '')}".strip(),
+        # Members are split over the devices (train/placement.py): numbers agree across device counts only to
+        # float round-off, so the count is part of what reproduces a run (MESALAB_HOST_DEVICES sets it on a CPU).
         "device_count": jax.device_count(),
         "cpu_count": os.cpu_count(),
+        "prng": str(jax.config.jax_default_prng_impl),  # the generator every task samples with
     }
 
 

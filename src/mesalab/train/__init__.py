@@ -17,7 +17,7 @@ def train(task: Any, model_cfg: TransformerConfig, train_cfg: TrainConfig, seeds
     """Train an ensemble of transformers built from `model_cfg` on `task`; kwargs go to Trainer and Trainer.fit.
 
     seeds: an int E trains seeds 0 … E−1; a list gives the seeds (or `Member`s with their own lr / task knobs)."""
-    fit_keys = {"checkpoint_dir", "resume", "progress", "eval_seed", "stop_after"}
+    fit_keys = {"checkpoint_dir", "resume", "progress", "eval_seed", "stop_after", "init", "devices"}
     fit_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in fit_keys}
     trainer = Trainer(task, functools.partial(Transformer, model_cfg), train_cfg, **kwargs)
     return trainer.fit(seeds, **fit_kwargs)

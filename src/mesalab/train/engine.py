@@ -27,6 +27,7 @@ from mesalab.train import checkpoint
 from mesalab.train.config import TrainConfig, group_size
 from mesalab.train.loss import default_loss
 from mesalab.train.optim import direction, optimizer_time
+from mesalab.train.placement import member_mesh, place_members
 from mesalab.train.progress import Progress
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
@@ -239,14 +240,15 @@ class Trainer:
     def fit(
         self, seeds: int | Sequence[int] | Sequence[Member] = 1, *, checkpoint_dir: str | Path | None = None,
         resume: bool = False, progress: bool = True, eval_seed: int = 12345, stop_after: int | None = None,
-        init: Any = None,
+        init: Any = None, devices: Sequence[Any] | None = None,
     ) -> TrainResult:
         """Train the ensemble. With `checkpoint_dir`, a checkpoint is written at every chunk boundary; with
         `resume`, training continues from it and ends with the same numbers as an uninterrupted run.
         `stop_after` ends early after that many steps (a chunk boundary), as if the process had been killed;
         0 returns the untrained models with one evaluation recorded at step 0 (what a study's null run uses).
         `init`: stacked models (leading member axis, structured as make_model's) to start from instead of fresh
-        ones — continued training, or fresh parts combined with per-member frozen ones."""
+        ones — continued training, or fresh parts combined with per-member frozen ones. `devices`: where the
+        members train, split along the member axis (default: every local device; train/placement.py)."""
         members = as_members(seeds)
         lrs, tasks = self.member_arrays(members)
         if init is not None:
@@ -256,6 +258,9 @@ class Trainer:
         header = self._header(members, eval_seed, init)
         if resume and ckpt is not None and ckpt.exists():
             state, step, records, seconds_before = self._restore(ckpt, state, header)
+        # Members split over the host's devices (one per core), unless they train in sequential groups.
+        if group_size(self.cfg, self.member_activation_bytes(), len(members)) >= len(members):
+            state, lrs, tasks = place_members((state, lrs, tasks), member_mesh(len(members), devices))
         eval_key = jax.random.PRNGKey(eval_seed)
         bar = Progress(self.cfg.steps, len(members), enabled=progress, start=step)
         t0, total = time.perf_counter(), self.cfg.steps if stop_after is None else min(stop_after, self.cfg.steps)
