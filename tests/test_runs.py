@@ -42,7 +42,40 @@ def test_run_writes_every_artefact(smoke_run):
     assert meta["status"] == "done" and meta["seconds"] > 0 and meta["scale"] == "smoke"
     env = json.loads((out / "environment.json").read_text())
     assert env["versions"]["jax"] and env["device"].startswith("cpu")
+    assert env["packages"]["jax"] == env["versions"]["jax"] and "pytest" in env["packages"]  # the full list
     assert env["git_commit"] is None or len(env["git_commit"].split("+")[0]) == 40  # the code that ran
+
+
+def test_metrics_are_appended_per_part_while_training(smoke_run):
+    from mesalab.store import load_run
+    from mesalab.train.callbacks import read_metrics_log
+
+    out, _ = smoke_run
+    run = load_run(out)
+    for part in ("lsa", "lsa-2"):
+        live = read_metrics_log(out / "checkpoints" / part / "metrics.csv")
+        final = run.metrics[run.metrics.part == part].reset_index(drop=True)
+        assert len(live) == len(final) > 0
+        assert (live.value.to_numpy() == final.value.to_numpy()).all()
+
+
+def test_study_figures_are_matplotlib_figures_outside_pyplot(smoke_run, tmp_path):
+    import matplotlib
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure as MplFigure
+
+    from mesalab.store import load_run
+    from mesalab.studies import get_study
+    from mesalab.studies.protocol import RunContext, draw_figures
+
+    backend = matplotlib.get_backend()
+    before = plt.get_fignums()
+    out, _ = smoke_run
+    run = load_run(out)
+    figs = draw_figures(get_study("gd-equivalence"), run.config, run.results, RunContext(tmp_path, progress=False, metrics=[run.metrics]))
+    assert figs and all(isinstance(f.figure, MplFigure) for f in figs)
+    assert all((tmp_path / "figures" / f.file).exists() for f in figs)
+    assert plt.get_fignums() == before and matplotlib.get_backend() == backend  # a notebook's state is untouched
 
 
 def test_claims_json_holds_findings_with_their_nulls_and_checks(smoke_run):
@@ -125,6 +158,13 @@ def test_config_files_are_read_like_set(tmp_path):
     toml.write_text('lr = 3e-3\ndepths = [2, 3]\nsteps = 50\n')
     cfg = study_config("gd-equivalence", "smoke", ["steps=60"], config_file=toml)
     assert (cfg.lr, cfg.depths, cfg.steps) == (3e-3, (2, 3), 60)   # --set wins over the file
+    yaml_file = tmp_path / "s1.yaml"
+    yaml_file.write_text("lr: 3.0e-3\ndepths: [2, 3]\nsteps: 50\n")
+    cfg = study_config("gd-equivalence", "smoke", config_file=yaml_file)
+    assert (cfg.lr, cfg.depths, cfg.steps) == (3e-3, (2, 3), 50)
+    (tmp_path / "bad.yml").write_text("lr: [1, \n")
+    with pytest.raises(ConfigError, match="bad.yml' is not valid YAML"):
+        study_config("gd-equivalence", "smoke", config_file=tmp_path / "bad.yml")
     (tmp_path / "bad.json").write_text('{"lrr": 1}')
     with pytest.raises(ConfigError, match=r"bad.json: .*has no field 'lrr'; did you mean 'lr'"):
         study_config("gd-equivalence", "smoke", config_file=tmp_path / "bad.json")
@@ -192,3 +232,28 @@ def test_divergence_reaches_the_cli_user_as_one_line(tmp_path):
     res = runner.invoke(app, ["run", "gd-equivalence", "--scale", "smoke", "--out", str(tmp_path), "--no-progress",
                               "--set", "lr=1e6", "--set", "init_scale=100", "--set", "steps=50"])
     assert res.exit_code == 2 and "training diverged: member" in res.output and "Traceback" not in res.output
+
+
+def test_default_run_folders_cannot_collide(tmp_path):
+    from mesalab import store
+
+    made = {store.new_run_dir("gd-equivalence", None, root=tmp_path) for _ in range(3)}
+    assert len(made) == 3 and all(p.is_dir() for p in made)  # same second: suffixes -2, -3
+
+
+def test_help_and_list_start_without_importing_jax():
+    """`mesalab --help` and `mesalab list` answer at once because they never load JAX (the time is measured in
+    README, not here); `describe` reads what the study modules say."""
+    import subprocess
+    import sys
+
+    from mesalab.studies import STUDIES, describe, get_study
+
+    code = ("import sys; from typer.testing import CliRunner; from mesalab.cli import app; r = CliRunner()\n"
+            "assert r.invoke(app, ['--help']).exit_code == 0 and r.invoke(app, ['list']).exit_code == 0\n"
+            "print('jax' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    for name in STUDIES:
+        mod = get_study(name)
+        assert describe(name) == {"NAME": mod.NAME, "SUMMARY": mod.SUMMARY, "SOURCE": mod.SOURCE}

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 
 from mesalab.config import ConfigError
+from mesalab.studies.gd_equivalence import Config
 from mesalab.studies.runner import study_config
 from mesalab.sweep import parse_grid, plan, run_sweep
-from mesalab.studies.gd_equivalence import Config
 
 SETS = ["steps=20", "chunk_steps=10", "batch_size=32", "eval_batch_size=64", "d=3", "n_context=4"]
 # lr and x_half_width differ only in dynamic quantities, so the 2 × 2 grid is one compiled program; n_context is
@@ -52,7 +52,8 @@ def test_sweep_table_has_every_point_and_seed(local_sweep):
 
 def test_sweep_on_local_ray_gives_the_same_numbers(local_sweep, tmp_path):
     pytest.importorskip("ray")
-    on_ray = run_sweep("gd-equivalence", "smoke", GRID, seeds=2, sets=SETS, out=tmp_path, ray_address="local")
+    on_ray = run_sweep("gd-equivalence", "smoke", GRID, seeds=2, sets=SETS, out=tmp_path, ray_address="local",
+                       cpus_per_task=1)  # the options path of a real Ray (a GPU request would wait for a GPU here)
     cols = ["lr", "x_half_width", "seed", "step", "metric"]
     a = local_sweep.sort_values(cols).reset_index(drop=True)
     b = on_ray.sort_values(cols).reset_index(drop=True)
@@ -99,3 +100,106 @@ def test_a_diverging_point_is_frozen_and_marked_not_fatal(tmp_path):
     assert alive[0.01] == 1.0 and alive[1e6] == 0.0
     healthy = table[(table.metric == "test_loss") & (table.lr == 0.01)].value
     assert healthy.notna().all()
+
+
+def test_ray_task_options_ask_for_gpus_and_cpus_and_set_xla_memory_before_jax_starts():
+    from mesalab.sweep import ray_task_options
+
+    assert ray_task_options() == {}  # Ray's defaults, nothing in the environment
+    assert ray_task_options(cpus_per_task=2) == {"num_cpus": 2}
+    whole = ray_task_options(gpus_per_task=1, cpus_per_task=4)
+    assert whole == {"num_cpus": 4, "num_gpus": 1,
+                     "runtime_env": {"env_vars": {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}}}
+    shared = ray_task_options(gpus_per_task=0.25)["runtime_env"]["env_vars"]
+    assert shared == {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.25"}
+    # Ray packs floor(1 / 0.3) = 3 tasks on a GPU: each gets a third of its memory.
+    assert ray_task_options(gpus_per_task=0.3)["runtime_env"]["env_vars"]["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.3333"
+    assert ray_task_options(gpus_per_task=2)["num_gpus"] == 2
+
+
+@pytest.mark.parametrize("kwargs,flag", [({"gpus_per_task": -1}, "--gpus-per-task = -1 is not allowed"),
+                                         ({"cpus_per_task": -0.5}, "--cpus-per-task = -0.5 is not allowed"),
+                                         ({"gpus_per_task": 1.5}, "--gpus-per-task = 1.5 is not allowed")])
+def test_invalid_ray_resources_are_refused_naming_the_flag(kwargs, flag):
+    from mesalab.sweep import ray_task_options
+
+    with pytest.raises(ConfigError, match=flag):
+        ray_task_options(**kwargs)
+
+
+class FakeRay:
+    """Stands in for the `ray` module: records what each task asked for and returns a table without training."""
+
+    def __init__(self):
+        self.options, self.calls, self.initialised = [], [], False
+
+    def is_initialized(self):
+        return self.initialised
+
+    def init(self, *args, **kwargs):
+        self.initialised = True
+
+    def shutdown(self):
+        self.initialised = False
+
+    def remote(self, fn):
+        fake = self
+
+        class Remote:
+            def options(self, **opts):
+                fake.options.append(opts)
+                return self
+
+            def remote(self, study, base, points):
+                fake.calls.append((fn.__name__, study, points))
+                rows = [{"step": 1, "seed": 0, "metric": "test_loss", "value": 0.5, **p} for p in points]
+                return FakeRef(pd.DataFrame(rows))
+
+        return Remote()
+
+    def wait(self, refs, num_returns=1):
+        return refs[:num_returns], refs[num_returns:]
+
+    def get(self, ref):
+        return ref.frame
+
+
+class FakeRef:
+    def __init__(self, frame):
+        self.frame = frame
+
+
+def test_gpu_and_cpu_requests_reach_each_remote_call(monkeypatch, tmp_path):
+    import sys
+
+    from typer.testing import CliRunner
+
+    from mesalab.cli import app
+
+    fake = FakeRay()
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    args = ["sweep", "gd-equivalence", "--scale", "smoke", "--grid", "lr=0.01,0.03", "--grid", "n_context=4,6",
+            "--seeds", "1", "--out", str(tmp_path), "--ray", "local", "--gpus-per-task", "0.5", "--cpus-per-task",
+            "2"] + [a for s in SETS for a in ("--set", s)]
+    res = CliRunner(env={"COLUMNS": "200"}).invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert [c[0] for c in fake.calls] == ["train_unit", "train_unit"]  # two programs, two Ray tasks
+    assert fake.options == [{"num_cpus": 2.0, "num_gpus": 0.5, "runtime_env": {"env_vars": {
+        "XLA_PYTHON_CLIENT_PREALLOCATE": "false", "XLA_PYTHON_CLIENT_MEM_FRACTION": "0.5"}}}]
+    assert not fake.initialised  # the sweep shut down the Ray it started
+
+
+def test_cli_refuses_bad_ray_resources_naming_the_flag(tmp_path):
+    from typer.testing import CliRunner
+
+    from mesalab.cli import app
+
+    runner = CliRunner(env={"COLUMNS": "200"})
+    base = ["sweep", "gd-equivalence", "--scale", "smoke", "--grid", "lr=0.01,0.03", "--out", str(tmp_path)]
+    res = runner.invoke(app, base + ["--ray", "local", "--gpus-per-task", "-1"])
+    assert res.exit_code == 2 and "--gpus-per-task = -1.0 is not allowed; expected a number >= 0" in res.output
+    res = runner.invoke(app, base + ["--ray", "local", "--cpus-per-task", "-2"])
+    assert res.exit_code == 2 and "--cpus-per-task = -2.0 is not allowed" in res.output
+    res = runner.invoke(app, base + ["--gpus-per-task", "1"])  # without --ray there is no task to ask for a GPU
+    assert res.exit_code == 2 and "add --ray ADDRESS" in res.output
+    assert not (tmp_path / "parts").exists()  # nothing was trained

@@ -184,3 +184,38 @@ def test_resume_refuses_other_interventions(trainer, tmp_path, reg_task, lsa_cfg
                       interventions={"blocks.0.attn.hook_pattern": hooks.clamp(jnp.ones((1, t, t)) / t)})
     with pytest.raises(ckpt_mod.CheckpointError, match="fingerprint configuration differs"):
         clamped.fit([0], checkpoint_dir=tmp_path, resume=True, progress=False)
+
+
+def halve(x, env, value):
+    return 0.5 * x
+
+
+def negate(x, env, value):
+    return -x
+
+
+def test_resume_refuses_another_computed_clamp_function(reg_task, lsa_cfg, small_train, tmp_path):
+    from mesalab.models.computed import Computed
+
+    site = "blocks.0.attn.hook_z"
+    Trainer(reg_task, functools.partial(Transformer, lsa_cfg), small_train,
+            interventions={site: Computed(halve)}).fit([0], checkpoint_dir=tmp_path, progress=False, stop_after=10)
+    other = Trainer(reg_task, functools.partial(Transformer, lsa_cfg), small_train, interventions={site: Computed(negate)})
+    with pytest.raises(ckpt_mod.CheckpointError, match="fingerprint configuration differs"):
+        other.fit([0], checkpoint_dir=tmp_path, resume=True, progress=False)
+
+
+def test_a_checkpoint_written_before_a_config_field_existed_still_resumes(trainer, tmp_path):
+    """A field added to TransformerConfig / TrainConfig later reads as its default when resuming."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    full = trainer.fit([0], checkpoint_dir=tmp_path / "full", progress=False)
+    trainer.fit([0], checkpoint_dir=tmp_path / "cut", progress=False, stop_after=20)
+    path = tmp_path / "cut" / CHECKPOINT_NAME
+    header = ckpt_mod.read_header(path)
+    del header["model"]["rope_base"], header["train"]["ensemble_group"]  # as if written before they existed
+    save_file(ckpt_mod.load_arrays(path), str(path), metadata={"header": json.dumps(header, sort_keys=True)})
+    resumed = trainer.fit([0], checkpoint_dir=tmp_path / "cut", resume=True, progress=False)
+    assert leaves_equal(eqx_params(full.models), eqx_params(resumed.models))

@@ -1,4 +1,4 @@
-"""The `mesalab` command: list, run, runs, report, sweep."""
+"""The `mesalab` command: list, run, runs, report, export, sweep."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rich.table import Table
 
 from mesalab import jax_setup  # noqa: F401  (persistent compilation cache, before any compile)
 from mesalab.config import ConfigError
-from mesalab.studies import DEFAULT_STUDY, STUDIES, UnknownStudyError, get_study
+from mesalab.studies import DEFAULT_STUDY, STUDIES, UnknownStudyError, describe, get_study
 
 app = typer.Typer(no_args_is_help=True, help="Mechanistic studies of in-context learning.")
 
@@ -49,8 +49,8 @@ def list_studies() -> None:
     for col in ("study", "summary", "source"):
         table.add_column(col, overflow="fold")
     for name in STUDIES:
-        mod = get_study(name)
-        table.add_row(name, mod.SUMMARY, mod.SOURCE)
+        about = describe(name)  # read from the source: importing every study would take seconds
+        table.add_row(name, about["SUMMARY"], about["SOURCE"])
     console().print(table)
 
 
@@ -98,11 +98,13 @@ def run(
     seeds: int = typer.Option(0, help="number of seeds (0: the preset's)"),
     out: Optional[Path] = typer.Option(None, help="run directory (default runs/<study>-<timestamp>)"),
     set_: list[str] = typer.Option([], "--set", help="override a config field, key=value (repeatable)"),
-    config: Optional[Path] = typer.Option(None, "--config", help="a JSON or TOML file of config keys (applied "
+    config: Optional[Path] = typer.Option(None, "--config", help="a JSON, TOML or YAML file of config keys (applied "
                                           "before --set)"),
     resume: bool = typer.Option(False, help="continue the run in --out from its checkpoints"),
     strict: bool = typer.Option(False, help="exit 1 unless every finding passes"),
     progress: bool = typer.Option(True, help="show progress bars"),
+    track: list[str] = typer.Option([], "--track", help="log metrics while training to tensorboard | wandb | mlflow "
+                                    "(repeatable; needs that package, see `pip install \"mesalab[tracking]\"`)"),
 ) -> None:
     """Run a study: train, measure, judge its claims, draw figures, write the report, print the claims table."""
     from mesalab.studies.runner import run_study
@@ -111,8 +113,8 @@ def run(
 
     try:
         run_dir = run_study(study, scale, sets=set_, seeds=seeds or None, out=out, resume=resume, progress=progress,
-                            config_file=config)
-    except (ConfigError, UnknownStudyError, FileExistsError, FileNotFoundError, CheckpointError) as e:
+                            config_file=config, track=track)
+    except (ConfigError, UnknownStudyError, FileExistsError, FileNotFoundError, CheckpointError, ImportError) as e:
         fail(str(e))
     except TrainingDiverged as e:
         fail(f"{e} (the run's folder keeps its last checkpoint; see `mesalab runs`)")
@@ -154,7 +156,7 @@ def typing_hints(cls: type) -> dict[str, str]:
 
 @app.command()
 def runs(root: Path = typer.Argument(Path("runs"), help="folder holding run directories")) -> None:
-    """A table of past runs: study, scale, date, findings and checks passed / total, wall time."""
+    """A table of past runs: name, scale, status, findings and checks passed / total, minutes, start time."""
     from mesalab.store import list_runs
 
     frame = list_runs(root)
@@ -162,12 +164,19 @@ def runs(root: Path = typer.Argument(Path("runs"), help="folder holding run dire
         console().print(f"no runs under {root}")
         return
     table = Table()
-    for col in ("run", "study", "scale", "started", "status", "findings", "checks", "seconds"):
-        table.add_column(col, overflow="fold")
+    # The run name is what tells runs apart: it is never cut or wrapped. Its study is under it when the name does
+    # not already say it; the other columns are kept short for an 80-column terminal.
+    width = max(len(str(r)) for r in frame.run)
+    table.add_column("run (study)", no_wrap=True, min_width=width)
+    with_start = console().width >= width + 62  # the start time only where it fits without folding
+    for col in ("scale", "status", "findings", "checks", "min") + (("started",) if with_start else ()):
+        table.add_column(col, no_wrap=True)
     for r in frame.itertuples():
-        secs = f"{r.seconds:.1f}" if r.seconds == r.seconds and r.seconds is not None else "–"
-        table.add_row(r.run, r.study, r.scale, r.started, r.status, f"{r.findings_passed} / {r.findings}",
-                      f"{r.checks_passed} / {r.checks}", secs)
+        name = str(r.run) if str(r.run).startswith(str(r.study)) else f"{r.run}\n[dim]({r.study})[/dim]"
+        mins = f"{r.seconds / 60:.1f}" if r.seconds == r.seconds and r.seconds is not None else "–"
+        started = str(r.started or "")[5:16].replace("T", " ")  # MM-DD HH:MM, UTC
+        table.add_row(name, r.scale, r.status, f"{r.findings_passed}/{r.findings}", f"{r.checks_passed}/{r.checks}",
+                      mins, *((started,) if with_start else ()))
     console().print(table)
 
 
@@ -181,6 +190,37 @@ def report(run_dir: Path = typer.Argument(..., help="a run directory")) -> None:
     console().print(f"wrote {report_mod.build(run_dir)}")
 
 
+@app.command("export")
+def export(
+    run_dir: Path = typer.Argument(..., help="a run directory (with checkpoints/)"),
+    to: str = typer.Option(..., "--to", help="format: transformer-lens"),
+    out: Optional[Path] = typer.Option(None, help="output folder (default RUN/export/<format>)"),
+    part: list[str] = typer.Option([], "--part", help="export only this part (repeatable; default: every part "
+                                   "that maps, skipping the others with their reason)"),
+    n_ctx: int = typer.Option(0, "--n-ctx", help="context length for models without learned positions (default: "
+                              "the task's sequence length)"),
+) -> None:
+    """Write each trained model of a run (every part and ensemble member) in another library's format:
+    TransformerLens (< 4) HookedTransformer state dicts (safetensors) and configs (JSON). How to load them and feed
+    continuous inputs: the docstring of mesalab.export.transformer_lens."""
+    from mesalab.export import FORMATS
+
+    if to not in FORMATS:
+        fail(f"--to {to!r} is not allowed; expected one of {', '.join(map(repr, FORMATS))}")
+    from mesalab.export.transformer_lens import export_run
+
+    try:
+        result = export_run(run_dir, out, part, n_ctx or None)
+    except (ConfigError, FileNotFoundError) as e:
+        fail(str(e))
+    con = console()
+    for name, files in result.written.items():
+        con.print(f"  {name}: {len(files)} member(s) → {result.out / name}", highlight=False)
+    for name, reason in result.skipped.items():
+        con.print(f"  [yellow]skipped[/yellow] {name}: {reason}", highlight=False)
+    con.print(f"wrote {result.out / 'manifest.json'}", highlight=False)
+
+
 @app.command()
 def sweep(
     study: str = typer.Argument(..., help="study name (see `mesalab list`)"),
@@ -190,6 +230,11 @@ def sweep(
     set_: list[str] = typer.Option([], "--set", help="override a config field for every point, key=value"),
     out: Optional[Path] = typer.Option(None, help="sweep directory (default runs/sweep-<study>-<timestamp>)"),
     ray: Optional[str] = typer.Option(None, help="run each ensemble as a Ray task: 'local' or a cluster address"),
+    gpus_per_task: float = typer.Option(0.0, "--gpus-per-task", help="GPUs each Ray task asks for (with --ray); a "
+                                        "fraction below 1 shares a GPU among 1/fraction tasks, each capped at its "
+                                        "share of the GPU's memory"),
+    cpus_per_task: Optional[float] = typer.Option(None, "--cpus-per-task", help="CPUs each Ray task asks for (with "
+                                                  "--ray; default: Ray's, 1)"),
 ) -> None:
     """Train a grid of configs × seeds; points that share a compiled program train as one ensemble. Run it again
     with the same --out to finish a sweep that was stopped: finished ensembles are not trained again."""
@@ -205,7 +250,7 @@ def sweep(
 
     try:
         table = run_sweep(study, scale, grid, seeds=seeds or None, sets=set_, out=out, ray_address=ray,
-                          on_unit=report_unit)
+                          gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, on_unit=report_unit)
     except (ConfigError, UnknownStudyError) as e:
         fail(str(e))
     final = table[table.step == table.step.max()]

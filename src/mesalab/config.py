@@ -3,31 +3,58 @@
 A config class is declared with `@config(dynamic=(...))`. Fields named in `dynamic` become pytree leaves, so an
 ensemble can stack different values of them (a per-member noise level, say) and `vmap` over the stack; every other
 field is static and decides the shapes of the compiled program.
+
+A class may declare what each field accepts in a table, `RULES = {"lr": POSITIVE, "depths": tuple_of(...), ...}`
+(a plain class attribute, not a field); `@config` checks it on construction, before the class's own
+`__post_init__`, which is left the rules that involve several fields. `inner_keys` turns an error raised while a
+config builds the configs it is made of (a task, a model, a training recipe) into one about its own key.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import json
 import types
 import typing
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import jax
 import numpy as np
 
 T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    """A config value that cannot work: the message names the field, the value and what is allowed."""
+    """A config value that cannot work: the message names the field, the value and what is allowed.
+
+    Raised by `require` (and the rules), it also carries them apart: `owner` (the class name), `field`, `value` and
+    `allowed`, so an outer config can say which of its own keys was to blame (`inner_keys`)."""
+
+    def __init__(self, message: str, *, owner: str | None = None, field: str | None = None, value: Any = None,
+                 allowed: str | None = None) -> None:
+        super().__init__(message)
+        self.owner, self.field, self.value, self.allowed = owner, field, value, allowed
+
+    def __reduce__(self):  # keyword arguments survive pickling (a Ray task's error comes back pickled)
+        return (_config_error, (str(self), self.owner, self.field, self.value, self.allowed))
+
+
+def _config_error(message: str, owner: Any, field: Any, value: Any, allowed: Any) -> ConfigError:
+    return ConfigError(message, owner=owner, field=field, value=value, allowed=allowed)
 
 
 def concrete(value: Any) -> bool:
     """True for plain Python values; validation is skipped for tracers and stacked ensemble arrays."""
     return isinstance(value, (bool, int, float, str, tuple, type(None)))
+
+
+def not_allowed(owner: str, field: str, value: Any, allowed: str) -> ConfigError:
+    """The one error format: "<Owner>.<field> = <value> is not allowed; expected <allowed>"."""
+    return ConfigError(f"{owner}.{field} = {value!r} is not allowed; expected {allowed}", owner=owner, field=field,
+                       value=value, allowed=allowed)
 
 
 def require(cfg: Any, field: str, ok: bool, allowed: str) -> None:
@@ -36,7 +63,106 @@ def require(cfg: Any, field: str, ok: bool, allowed: str) -> None:
     if not concrete(value):
         return
     if not ok:
-        raise ConfigError(f"{type(cfg).__name__}.{field} = {value!r} is not allowed; expected {allowed}")
+        raise not_allowed(type(cfg).__name__, field, value, allowed)
+
+
+# --- declarative rules: what one field accepts -------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What one field accepts: a test of its value, and the words that say what is allowed."""
+
+    ok: Callable[[Any], bool]
+    allowed: str
+
+    def __call__(self, value: Any) -> bool:
+        try:
+            return bool(self.ok(value))
+        except TypeError:  # e.g. a string compared with a number
+            return False
+
+    def note(self, text: str) -> Rule:
+        """The same rule, with a remark after what is allowed (e.g. what 0 means)."""
+        return Rule(self.ok, f"{self.allowed} ({text})")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def integer(low: int) -> Rule:
+    """An integer >= low."""
+    return Rule(lambda v: _is_int(v) and v >= low, f"an integer >= {low}")
+
+
+def number(low: float = 0.0, high: float | None = None, *, open_low: bool = False, open_high: bool = False) -> Rule:
+    """A number in the interval from low to high (closed unless told; high None: no upper end)."""
+    lo_ok = (lambda v: v > low) if open_low else (lambda v: v >= low)
+    hi_ok = (lambda v: True) if high is None else (lambda v: v < high) if open_high else (lambda v: v <= high)
+    if high is None:
+        words = f"a number {'>' if open_low else '>='} {low:g}"
+    else:
+        words = f"a number in {'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+    return Rule(lambda v: _is_number(v) and lo_ok(v) and hi_ok(v), words)
+
+
+def one_of(*choices: Any) -> Rule:
+    return Rule(lambda v: v in choices, "one of " + ", ".join(repr(c) for c in choices))
+
+
+def tuple_of(item: Rule, items: str, *, nonempty: bool = False) -> Rule:
+    """A tuple whose every entry passes `item`; `items` names the entries in the plural ("integers >= 2")."""
+    return Rule(lambda v: isinstance(v, tuple) and (len(v) > 0 or not nonempty) and all(item(x) for x in v),
+                f"a {'non-empty ' if nonempty else ''}tuple of {items}" + ("" if nonempty else " (possibly empty)"))
+
+
+POSITIVE = number(0.0, open_low=True)  # a number > 0
+NONNEGATIVE = number(0.0)  # a number >= 0
+POSITIVE_INT = integer(1)
+NONNEGATIVE_INT = integer(0)
+FRACTION = number(0.0, 1.0)  # a number in [0, 1]
+
+
+def check_rules(cfg: Any) -> None:
+    """Check every field of `cfg` that its class's RULES name; the first one that fails raises its ConfigError."""
+    for field, rule in type(cfg).RULES.items():
+        value = getattr(cfg, field)
+        if concrete(value) and not rule(value):
+            raise not_allowed(type(cfg).__name__, field, value, rule.allowed)
+
+
+@contextlib.contextmanager
+def inner_keys(cfg: Any, keys: dict[str, str] | None = None, *, where: str = "") -> Iterator[None]:
+    """Inside the block, `cfg` builds the configs it is made of; a ConfigError about one of their fields is re-raised
+    as one about `cfg`'s own key, so the user reads the name they typed.
+
+    keys: inner field → key of cfg, either "field" or "Owner.field" (the latter wins; e.g. {"n_classes":
+    "burst_classes", "TransformerConfig.clip": "act_clip"}). where: a remark on which inner config it was (said
+    after what is allowed). An error about an inner field that no key names is re-raised saying which config the
+    keys built."""
+    keys = keys or {}
+    try:
+        yield
+    except ConfigError as e:
+        owner = type(cfg).__name__
+        if e.owner is None or e.owner == owner:  # cfg's own check, or an error that names no field
+            raise
+        key = keys.get(f"{e.owner}.{e.field}", keys.get(e.field)) if e.field else None
+        remark = f" ({where})" if where else ""
+        if key is None:
+            raise ConfigError(f"{owner}: these keys build a {e.owner or 'config'} that is not allowed{remark}: {e}",
+                              owner=owner) from None
+        raise not_allowed(owner, key, getattr(cfg, key), f"{e.allowed}{remark}") from None
+
+
+def same_keys(*names: str) -> dict[str, str]:
+    """{name: name}: inner fields named like the outer keys they come from."""
+    return {n: n for n in names}
 
 
 def require_positive(cfg: Any, *fields: str) -> None:
@@ -61,11 +187,27 @@ def config(cls: type[T] | None = None, *, dynamic: tuple[str, ...] = ()) -> Any:
     """Make `cls` a frozen dataclass registered as a pytree whose leaves are the `dynamic` fields."""
 
     def wrap(c: type[T]) -> type[T]:
+        rules = getattr(c, "RULES", None)
+        if rules:
+            annotated = {n for k in c.__mro__ for n in getattr(k, "__annotations__", {})}
+            unknown_rules = set(rules) - annotated
+            if unknown_rules:
+                raise TypeError(f"{c.__name__}: RULES names {sorted(unknown_rules)}, which are not fields")
+            own = c.__dict__.get("__post_init__")
+
+            def __post_init__(self) -> None:  # the table first: the class's own checks may rely on it
+                check_rules(self)
+                if own is not None:
+                    own(self)
+
+            c.__post_init__ = __post_init__
         c = dataclasses.dataclass(frozen=True)(c)
         names = [f.name for f in dataclasses.fields(c)]
         unknown = set(dynamic) - set(names)
         if unknown:
             raise TypeError(f"{c.__name__}: dynamic fields {sorted(unknown)} are not fields")
+        import jax  # here, not at the top: `mesalab --help` must not wait for JAX to load
+
         jax.tree_util.register_dataclass(
             c, data_fields=list(dynamic), meta_fields=[n for n in names if n not in dynamic]
         )
@@ -88,7 +230,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
             v = to_dict(v)
         elif isinstance(v, tuple):
             v = list(v)
-        elif isinstance(v, (np.ndarray, jax.Array)):
+        elif isinstance(v, np.ndarray) or (hasattr(v, "shape") and hasattr(v, "dtype")):  # numpy or jax arrays
             v = np.asarray(v).tolist()
         out[f.name] = v
     return out
@@ -161,6 +303,8 @@ def stack_configs(cfgs: list[T]) -> T:
                     f"({getattr(first, f.name)!r} vs {getattr(c, f.name)!r}); only "
                     f"{', '.join(dynamic_fields(first)) or 'no fields'} may differ within one ensemble"
                 )
+    import jax
+
     return jax.tree_util.tree_map(lambda *xs: np.asarray(xs, dtype=np.float32), *cfgs)
 
 
@@ -218,17 +362,21 @@ def parse_assignments(cls: type, items: list[str]) -> dict[str, Any]:
 
 
 def read_config_file(cls: type, path: str | Path) -> dict[str, Any]:
-    """The key = value pairs of a JSON (.json) or TOML (.toml) file, each parsed and validated as `--set` would parse
-    it (so a wrong key or value is the same one-line error, naming the file)."""
+    """The key = value pairs of a JSON (.json), TOML (.toml) or YAML (.yaml, .yml) file, each parsed and validated as
+    `--set` would parse it (so a wrong key or value is the same one-line error, naming the file)."""
     import tomllib
+
+    import yaml
 
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {str(path)!r} does not exist")
+    kind = {".toml": "TOML", ".yaml": "YAML", ".yml": "YAML"}.get(path.suffix, "JSON")
+    read = {"TOML": tomllib.loads, "YAML": yaml.safe_load, "JSON": json.loads}[kind]
     try:
-        data = tomllib.loads(path.read_text()) if path.suffix == ".toml" else json.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"config file {str(path)!r} is not valid {path.suffix.lstrip('.') or 'JSON'}: {e}") from None
+        data = read(path.read_text())
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {str(path)!r} is not valid {kind}: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a table of key = value pairs")
 

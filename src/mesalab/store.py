@@ -64,12 +64,21 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"cannot write {type(obj).__name__} to JSON")
 
 
-def new_run_dir(study: str, out: Path | None) -> Path:
-    """`out` itself when given, else runs/<study>-<UTC timestamp>."""
+def new_run_dir(study: str, out: Path | None, root: Path = Path("runs")) -> Path:
+    """`out` itself when given, else a new folder root/<study>-<UTC timestamp>, created here so that two runs started
+    in the same second (or on two machines sharing the folder) cannot collide: the second gets a suffix -2, -3, …"""
     if out is not None:
         return Path(out)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{study}-{stamp}"
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        path = root / (f"{study}-{stamp}" if n == 1 else f"{study}-{stamp}-{n}")
+        try:
+            path.mkdir()  # atomic: exactly one process creates it
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free run folder name for {study} at {stamp} under {root}")
 
 
 def git_commit() -> str | None:
@@ -110,6 +119,8 @@ def environment() -> dict[str, Any]:
         "device_count": jax.device_count(),
         "cpu_count": os.cpu_count(),
         "prng": str(jax.config.jax_default_prng_impl),  # the generator every task samples with
+        # Every installed distribution, as `pip freeze` would list it, so the environment can be rebuilt.
+        "packages": dict(sorted((d.metadata["Name"], d.version) for d in metadata.distributions() if d.metadata["Name"])),
     }
 
 

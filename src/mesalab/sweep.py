@@ -2,11 +2,12 @@
 
 Grid points whose training set-ups differ only in the learning rate or in a task's dynamic fields (noise, input
 range, …) share one compiled program, so they train together as one ensemble (one `Member` per point and seed).
-Each ensemble is one unit of work: run in this process, or as one Ray task on a cluster (`ray_address`). Each
-finished unit is written to `<out>/parts/<id>.parquet` at once, so a killed sweep, run again with the same
-arguments, trains only the units that are missing. All parts are joined in `<out>/sweep.parquet`: one long table
-(step, seed, metric, value) with a column per grid key. A member whose loss becomes NaN or infinite keeps its last
-finite weights and its `alive` metric drops to 0; the rest of its ensemble trains on.
+Each ensemble is one unit of work: run in this process, or as one Ray task on a cluster (`ray_address`), which
+can ask for GPUs and CPUs (`ray_task_options`). Each finished unit is written to `<out>/parts/<id>.parquet` at once,
+so a killed sweep, run again with the same arguments, trains only the units that are missing. All parts are joined
+in `<out>/sweep.parquet`: one long table (step, seed, metric, value) with a column per grid key. A member whose loss
+becomes NaN or infinite keeps its last finite weights and its `alive` metric drops to 0; the rest of its ensemble
+trains on.
 """
 
 from __future__ import annotations
@@ -105,14 +106,48 @@ def train_unit(study_name: str, base: dict[str, Any], points: list[dict[str, Any
     return history.drop(columns=["member"])
 
 
+def ray_task_options(gpus_per_task: float = 0.0, cpus_per_task: float | None = None) -> dict[str, Any]:
+    """The `.options(...)` of each unit's Ray task: the GPUs and CPUs it asks for, and the environment its worker
+    starts with, so JAX reads it before it starts.
+
+    gpus_per_task: 0 asks for no GPU (Ray's default); a fraction below 1 lets floor(1 / it) tasks share one GPU; above
+    1 it must be whole (Ray's rule). A task with a GPU does not take most of its memory at start-up
+    (XLA_PYTHON_CLIENT_PREALLOCATE=false: JAX's default is 75%, so a second task on that GPU would run out), and a
+    task that shares one is capped at its share, XLA_PYTHON_CLIENT_MEM_FRACTION = 1 / tasks per GPU.
+    cpus_per_task: None keeps Ray's default (1)."""
+    for flag, value in (("--gpus-per-task", gpus_per_task), ("--cpus-per-task", cpus_per_task)):
+        if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0):
+            raise ConfigError(f"{flag} = {value!r} is not allowed; expected a number >= 0")
+    if gpus_per_task > 1 and gpus_per_task != int(gpus_per_task):
+        raise ConfigError(f"--gpus-per-task = {gpus_per_task!r} is not allowed; expected a number >= 0 that is whole "
+                          "above 1 (Ray shares a GPU only by fractions below 1)")
+    options: dict[str, Any] = {}
+    if cpus_per_task is not None:
+        options["num_cpus"] = cpus_per_task
+    if gpus_per_task > 0:
+        options["num_gpus"] = gpus_per_task
+        env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+        if gpus_per_task < 1:
+            per_gpu = int(1 / gpus_per_task + 1e-9)  # the tasks Ray packs on one GPU
+            env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{1 / per_gpu:.4g}"
+        options["runtime_env"] = {"env_vars": env}
+    return options
+
+
 def run_sweep(study_name: str, scale: str, grid_items: list[str], *, seeds: int | None = None,
               sets: list[str] | None = None, out: str | Path, ray_address: str | None = None,
+              gpus_per_task: float = 0.0, cpus_per_task: float | None = None,
               stop_after: int | None = None, on_unit: Callable[[Unit, bool], None] | None = None) -> pd.DataFrame:
     """Run (or resume) a sweep; returns the joined table, also written to <out>/sweep.parquet.
 
     ray_address: None runs every unit in this process; "local" starts a Ray instance on this machine; anything
-    else is the address of a running cluster. stop_after: stop after that many newly trained units (as if killed).
-    on_unit(unit, trained): called for every unit, with trained=False for units already on disk."""
+    else is the address of a running cluster. gpus_per_task, cpus_per_task: what each Ray task asks for
+    (`ray_task_options`; only with ray_address). stop_after: stop after that many newly trained units (as if
+    killed). on_unit(unit, trained): called for every unit, with trained=False for units already on disk."""
+    options = ray_task_options(gpus_per_task, cpus_per_task)  # checked before anything is trained
+    if options and ray_address is None:
+        raise ConfigError("--gpus-per-task and --cpus-per-task are what each Ray task asks for; add --ray ADDRESS "
+                          "('local' or a cluster address)")
     study = get_study(study_name)
     base = study_config(study_name, scale, sets, seeds)
     units = plan(study_name, base, parse_grid(study.Config, grid_items))
@@ -136,14 +171,15 @@ def run_sweep(study_name: str, scale: str, grid_items: list[str], *, seeds: int 
         for u in todo:
             finish(u, train_unit(study_name, base_dict, list(u.points)))
     else:
-        _run_on_ray(study_name, base_dict, todo, ray_address, finish)
+        _run_on_ray(study_name, base_dict, todo, ray_address, finish, options)
     done = [pd.read_parquet(parts / f"{u.id}.parquet") for u in units if (parts / f"{u.id}.parquet").exists()]
     table = pd.concat(done, ignore_index=True) if done else pd.DataFrame()
     store.write_parquet(out / "sweep.parquet", table)
     return table
 
 
-def _run_on_ray(study_name: str, base: dict, units: list[Unit], address: str, finish) -> None:
+def _run_on_ray(study_name: str, base: dict, units: list[Unit], address: str, finish,
+                options: dict[str, Any] | None = None) -> None:
     try:
         import ray
     except ImportError as e:  # pragma: no cover - depends on the install
@@ -155,7 +191,7 @@ def _run_on_ray(study_name: str, base: dict, units: list[Unit], address: str, fi
         else:
             ray.init(address=address, include_dashboard=False, log_to_driver=False)
     try:
-        remote = ray.remote(train_unit)
+        remote = ray.remote(train_unit).options(**(options or {}))
         pending = {remote.remote(study_name, base, list(u.points)): u for u in units}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)

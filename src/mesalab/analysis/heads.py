@@ -1,7 +1,8 @@
 """Per-head scores of induction circuits and the progress measures of in-context classification.
 
-Head scores (Olsson et al. 2022; reference/induction.md §4, §4.1), each in [0, 1] unless said otherwise and computed
-from a batched attention pattern [batch, head, query, key] (a `models.run` cache of `hook_pattern`):
+Head scores (Olsson et al. 2022; reference/induction.md §4, §4.1), each in [0, 1] for softmax patterns (a
+linear-attention pattern is not normalised) unless said otherwise, and computed from a batched attention pattern
+[batch, head, query, key] (a `models.run` cache of `hook_pattern`):
 
 - previous-token score: mean attention from position i to i − 1;
 - prefix-matching (induction) score: mean attention from a token to the positions just *after* its earlier

@@ -7,6 +7,10 @@ prediction Φ_t q_t of the values from the keys seen so far. Each head learns lo
 λ = exp(log_ridge) stays positive; λ = 1 at init matches the authors' λ_s = 1 (their R_0 = λ_s·I, i.e. λ = 1/λ_s).
 Weight decay (AdamW) applies to log_ridge like any parameter, so it pulls λ toward 1.
 
+Rotary positions (`rope=True`; Su et al. 2021, as Singh et al. 2024 use, reference/induction.md §3.2): the sites
+`hook_q` / `hook_k` hold the queries and keys before the rotation and `hook_rot_q` / `hook_rot_k` after it (the
+TransformerLens names); the scores use the rotated ones. See `rope` for the convention.
+
 Weights follow TransformerLens shapes: W_Q, W_K, W_V [head, d_model, d_head] and W_O [head, d_head, d_model],
 acting on row vectors (q = x @ W_Q). `models.weights` gives the products W_KᵀW_Q and PW_V in the papers' column
 convention.
@@ -19,6 +23,7 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from mesalab.models.hooks import Hooks
 from mesalab.models.mesa import MESA_METHODS, check_finite
@@ -43,6 +48,21 @@ def attention_mask(seq_len: int, causal: bool, keys_from: str) -> jax.Array:
     return mask
 
 
+def rope(x: jax.Array, positions: jax.Array, base: float = 10000.0) -> jax.Array:
+    """Rotate x [pos, head, d_head] by its positions [pos]: each adjacent pair (2j, 2j + 1) turns by the angle
+    p·θ_j, θ_j = base^(−2j/d_head):  out_2j = x_2j cos − x_2j+1 sin,  out_2j+1 = x_2j sin + x_2j+1 cos.
+
+    This is Singh et al.'s `apply_rope` (icl-dynamics `models.py`: sin/cos of p / base^(2(i//2)/d) repeated per
+    pair, the pair rotated as (−x_odd, x_even)); so q_i·k_j depends on i and j only through i − j.
+    """
+    d = x.shape[-1]
+    theta = base ** (-np.arange(0, d, 2) / d)  # [d/2]
+    angle = positions.astype(jnp.float32)[:, None] * jnp.asarray(theta, jnp.float32)  # [pos, d/2]
+    cos, sin = jnp.cos(angle)[:, None, :], jnp.sin(angle)[:, None, :]
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return jnp.stack([even * cos - odd * sin, even * sin + odd * cos], axis=-1).reshape(x.shape).astype(x.dtype)
+
+
 class Attention(eqx.Module):
     W_Q: jax.Array
     W_K: jax.Array
@@ -54,10 +74,11 @@ class Attention(eqx.Module):
     keys_from: str = eqx.field(static=True)
     scaled: bool = eqx.field(static=True)
     mesa_method: str = eqx.field(static=True)
+    rope_base: float | None = eqx.field(static=True, default=None)
 
     def __init__(self, d_model: int, n_heads: int, d_head: int, kind: str, causal: bool, keys_from: str,
                  scaled: bool, init: str, init_scale: float, mesa_ridge: float = 1.0, mesa_method: str = "scan",
-                 out_proj: bool = True, *, key: jax.Array):
+                 out_proj: bool = True, rope_base: float | None = None, *, key: jax.Array):
         kq, kk, kv, ko = jax.random.split(key, 4)
         shape_in = (n_heads, d_model, d_head)
         self.W_Q = init_weight(kq, shape_in, d_model, init, init_scale)
@@ -71,6 +92,7 @@ class Attention(eqx.Module):
             raise ValueError(f"mesa_ridge = {mesa_ridge!r} is not allowed; the ridge λ must be > 0")
         self.log_ridge = jnp.full(n_heads, math.log(mesa_ridge)) if kind == "mesa" else None
         self.mesa_method = mesa_method
+        self.rope_base = rope_base  # None: no rotary positions
 
     def __call__(self, x: jax.Array, hooks: Hooks, prefix: str, last_only: bool = False) -> jax.Array:
         """x: [pos, d_model] -> [pos, d_model]; with last_only, only the last position's output [1, d_model]."""
@@ -79,6 +101,10 @@ class Attention(eqx.Module):
         q = hooks(prefix + "hook_q", jnp.einsum("pm,hmd->phd", queries, self.W_Q))
         k = hooks(prefix + "hook_k", jnp.einsum("pm,hmd->phd", x, self.W_K))
         v = hooks(prefix + "hook_v", jnp.einsum("pm,hmd->phd", x, self.W_V))
+        if self.rope_base is not None:
+            pos = jnp.arange(x.shape[0])
+            q = hooks(prefix + "hook_rot_q", rope(q, pos[x.shape[0] - q.shape[0]:], self.rope_base))
+            k = hooks(prefix + "hook_rot_k", rope(k, pos, self.rope_base))
         if self.kind == "mesa":
             q = hooks(prefix + "hook_q_precond", self.precondition(q, k, v))
             if last_only:

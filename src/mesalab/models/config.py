@@ -6,6 +6,26 @@ from mesalab.config import ConfigError, config, require, require_choice, require
 
 ATTENTION_KINDS = ("linear", "softmax", "mesa")
 MESA_METHODS = ("scan", "solve", "chunked")
+# Sequence mixers that are not learned attention (Akyürek et al. 2024's comparison; models.recurrent, models.ssm,
+# models.ngram). "ngram<k>" (k >= 1) is the hard-wired n-gram layer of order k.
+MIXER_KINDS = ("lstm", "ssm")
+NGRAM_KINDS = "'ngram<k>' with k >= 1 (e.g. 'ngram2')"
+SSM_SCANS = ("fused", "sequential", "parallel")
+LAYER_KINDS_ALLOWED = ", ".join(repr(k) for k in ATTENTION_KINDS + MIXER_KINDS) + " or " + NGRAM_KINDS
+
+
+def ngram_order(kind: str) -> int | None:
+    """k for a layer kind "ngram<k>" (k >= 1, no leading zero), else None."""
+    if not (isinstance(kind, str) and kind.startswith("ngram") and kind[5:].isascii() and kind[5:].isdigit()
+            and kind[5] != "0"):
+        return None
+    return int(kind[5:])
+
+
+def is_attention(kind: str) -> bool:
+    """Whether a layer kind is learned attention (queries, keys, values: the kinds rope, mesa_* and keys_from
+    concern), as opposed to an LSTM, SSM or n-gram mixer."""
+    return kind in ATTENTION_KINDS
 
 
 @config
@@ -14,6 +34,18 @@ class TransformerConfig:
 
     d_model:       residual-stream width (the token width when there is no input embedding).
     attention:     "linear", "softmax" or "mesa", or a tuple with one kind per layer (e.g. ("softmax", "mesa")).
+                   Besides attention, a layer's sequence mixer may be "lstm" (models.recurrent), "ssm" (a Mamba-style
+                   selective scan, models.ssm) or "ngram<k>" (the hard-wired n-gram layer of order k >= 1,
+                   models.ngram), as Akyürek et al. 2024 compare (reference/icll.md §1.5, §1.7); e.g.
+                   ("ngram2", "lstm", "lstm") inserts an n-gram layer into an LSTM. These need causal=True,
+                   keys_from="all" and no rotary positions; n_heads, d_head, scale_scores, out_proj and the mesa
+                   settings apply to attention layers only, and init / init_scale neither (each mixer keeps its
+                   reference's initialisation). The Block's field `attn` holds whichever mixer the layer has.
+    ssm_state, ssm_expand, ssm_conv: the "ssm" layers' state size N per channel (Mamba's d_state, 16), inner
+                   width factor (expand, 2) and causal convolution width (d_conv, 4); the authors' Mamba defaults.
+    ssm_scan:      how "ssm" layers run their recurrence: "fused" (the default: a lax.scan that never stores the
+                   states, fastest), "sequential" (lax.scan over stored states) or "parallel" (lax.associative_scan);
+                   the same outputs (models.ssm).
     mesa_ridge:    the initial ridge λ of every mesa head (> 0; learned as log λ per head).
     mesa_method:   how mesa layers solve their systems: "scan" (Sherman–Morrison with the memory-light backward),
                    "solve" (exact reference) or "chunked" (chunkwise conjugate gradient); see `models.mesa`.
@@ -35,7 +67,12 @@ class TransformerConfig:
                    input MLP, a learned feature map for non-linear regression (0: none).
     pos_embedding: "none", "learned" (needs max_len) or "sinusoidal", added to the embedded tokens; or
                    "concat_sinusoidal": a sinusoidal code of width pos_dim concatenated to them, as von Oswald et al.
-                   do for interleaved tokens (the tokens then fill the first d_model − pos_dim features).
+                   do for interleaved tokens (the tokens then fill the first d_model − pos_dim features); or "rope":
+                   rotary position embeddings (Su et al. 2021) applied to every head's queries and keys, nothing added
+                   to the stream (sites attn.hook_rot_q / hook_rot_k after the rotation; needs an even d_head and
+                   linear or softmax layers). Pairs of adjacent features (2j, 2j + 1) rotate by the angle
+                   p·rope_base^(−2j/d_head) at position p, as in Singh et al. 2024's `apply_rope`
+                   (reference/induction.md §3.2); TransformerLens rotates the two halves by default instead.
     init:          "normal" (std = init_scale) or "fan_in" (std = sqrt(init_scale / fan_in)).
     residual_scale: multiplies each attention update (the "dampening" of an iterated layer).
     readout_start, readout_size, readout_sign: the prediction is readout_sign · out[..., start:start+size]
@@ -62,8 +99,13 @@ class TransformerConfig:
     pos_embedding: str = "none"
     pos_dim: int = 0
     max_len: int = 0
+    rope_base: float = 10000.0
     mesa_ridge: float = 1.0
     mesa_method: str = "scan"
+    ssm_state: int = 16
+    ssm_expand: int = 2
+    ssm_conv: int = 4
+    ssm_scan: str = "fused"
     init: str = "normal"
     init_scale: float = 0.02
     residual_scale: float = 1.0
@@ -81,11 +123,25 @@ class TransformerConfig:
                 "give one kind for all layers or one per layer"
             )
         for kind in self.layer_kinds:
-            if kind not in ATTENTION_KINDS:
+            if kind not in ATTENTION_KINDS + MIXER_KINDS and ngram_order(kind) is None:
                 raise ConfigError(
-                    f"TransformerConfig.attention = {kind!r} is not allowed; expected one of "
-                    + ", ".join(repr(k) for k in ATTENTION_KINDS)
+                    f"TransformerConfig.attention = {kind!r} is not allowed; expected one of {LAYER_KINDS_ALLOWED}"
                 )
+        mixers = sorted({k for k in self.layer_kinds if not is_attention(k)})
+        if mixers:
+            which = f"when a layer is {' or '.join(map(repr, mixers))}"
+            require(self, "causal", self.causal is True,
+                    f"True {which} (the lstm, ssm and n-gram layers are causal by construction)")
+            require(self, "keys_from", self.keys_from == "all",
+                    f"'all' {which} (the lstm, ssm and n-gram layers read every token)")
+            require(self, "pos_embedding", self.pos_embedding != "rope",
+                    f"not 'rope' {which} (rotary positions rotate attention queries and keys, which these layers "
+                    "do not have)")
+        if "ssm" in self.layer_kinds:
+            for f in ("ssm_state", "ssm_expand", "ssm_conv"):
+                v = getattr(self, f)
+                require(self, f, isinstance(v, int) and not isinstance(v, bool) and v > 0, "a positive integer")
+            require_choice(self, "ssm_scan", SSM_SCANS)
         require_choice(self, "keys_from", ("all", "context"))
         if "mesa" in self.layer_kinds:
             require(self, "causal", self.causal is True, "True when a layer is 'mesa' (the mesa layer is causal)")
@@ -105,7 +161,13 @@ class TransformerConfig:
         for f in ("d_in", "d_out"):
             v = getattr(self, f)
             require(self, f, v is None or (isinstance(v, int) and v > 0), "None or a positive integer")
-        require_choice(self, "pos_embedding", ("none", "learned", "sinusoidal", "concat_sinusoidal"))
+        require_choice(self, "pos_embedding", ("none", "learned", "sinusoidal", "concat_sinusoidal", "rope"))
+        if self.pos_embedding == "rope":
+            require(self, "d_head", self.d_head % 2 == 0,
+                    "an even integer with pos_embedding 'rope' (features rotate in pairs)")
+            require(self, "attention", "mesa" not in self.layer_kinds,
+                    "'linear' or 'softmax' layers with pos_embedding 'rope' (mesa layers take no rotary positions)")
+            require_positive(self, "rope_base")
         concat = self.pos_embedding == "concat_sinusoidal"
         require(self, "pos_dim", (0 < self.pos_dim < self.d_model) if concat else self.pos_dim == 0,
                 f"an integer in [1, {self.d_model - 1}] with 'concat_sinusoidal' positions, else 0")

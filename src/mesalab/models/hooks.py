@@ -18,10 +18,39 @@ Shapes are per example (unbatched), as every `__call__` here:
     classifier.{i}.hook_post (TransformerConfig.classifier_layers)    [pos, d_model]
     input_mlp.hook_pre / hook_post (TransformerConfig.d_input_mlp)    [pos, d_input_mlp]; hook_embed follows it
 
+Layers whose mixer is not attention (TransformerConfig.attention; hook_attn_out then holds the mixer's output):
+    "lstm" (models.recurrent)   blocks.{l}.lstm.hook_c / hook_h                  [pos, d_model]
+    "ssm" (models.ssm)          blocks.{l}.ssm.hook_x / hook_delta / hook_y      [pos, d_inner]
+                                blocks.{l}.ssm.hook_B / hook_C                   [pos, ssm_state]
+                                blocks.{l}.ssm.hook_state                        [pos, d_inner, ssm_state]
+    "ngram<k>" (models.ngram)   blocks.{l}.attn.hook_pattern                     [1, query_pos, key_pos]
+                                blocks.{l}.attn.hook_z                           [pos, 1, d_model]
+They have none of the other attn.* sites. d_inner = ssm_expand · d_model.
+
 With `pos_embedding="concat_sinusoidal"`, `hook_embed` is [pos, d_model − pos_dim] and `hook_pos_embed`
 [pos, pos_dim]: the residual stream is their concatenation.
 `hook_resid_mid` exists in attention-only models too (it then equals `hook_resid_post` before clipping).
 The cache holds each site's value *after* any intervention on it, i.e. what the rest of the network saw.
+
+With `pos_embedding="rope"`, `blocks.{l}.attn.hook_rot_q / hook_rot_k` [pos, head, d_head] hold the rotated queries
+and keys (hook_q / hook_k stay before the rotation, as in TransformerLens) and there is no `hook_pos_embed`.
+`hook_out` [pos, d_out] is the model's output (after ln_final and the unembedding); like TransformerLens's logits it
+is not part of "all" or of glob patterns, but it can be cached and intervened on by name.
+
+Besides fixed values (`Intervention`), three kinds compute their value (all are data, and work under jit, vmap, grad
+and the training scan):
+  `Computed`:  fn(activation, env, value) during the same pass, where env holds the model's input tokens
+               (env["tokens"], [pos, d_in]) and every earlier site of the pass (after its interventions): a pattern
+               computed from the sequence, the embeddings shifted by one position.
+  `FromPass`:  a two-pass forward: the value of site `source` in a first pass of the same model (or of another,
+               `model`: grafting from a checkpoint) run with interventions `first_pass` (none: the clean pass),
+               optionally transformed by fn(source_value, tokens, value). Preserving patterns or values at their
+               clean-pass values is FromPass(source=the site itself).
+  `FromBatch`: fn(batch, value) -> a per-example value [B, ...] from the Batch (its info, e.g. which label is
+               right): resolved into a batched replacement by `resolve_batch`, or in training by wrapping the loss
+               with `batch_resolved(loss_fn)`.
+`merge(*dicts)` chains interventions that act on the same site (a `Chain`, applied in order: values preserved, then
+some heads ablated). The S6 clamp catalogue built from these lives in `models.clamps`.
 """
 
 from __future__ import annotations
@@ -42,10 +71,21 @@ SITE_AXES: dict[str, tuple[int, int | None]] = {
     "attn.hook_q": (0, 1),
     "attn.hook_k": (0, 1),
     "attn.hook_v": (0, 1),
+    "attn.hook_rot_q": (0, 1),
+    "attn.hook_rot_k": (0, 1),
     "attn.hook_q_precond": (0, 1),
     "attn.hook_attn_scores": (1, 0),
     "attn.hook_pattern": (1, 0),
     "attn.hook_z": (0, 1),
+    # Sequence mixers other than attention (TransformerConfig.attention "lstm", "ssm"; see the module docstring).
+    "lstm.hook_c": (0, None),
+    "lstm.hook_h": (0, None),
+    "ssm.hook_x": (0, None),
+    "ssm.hook_delta": (0, None),
+    "ssm.hook_B": (0, None),
+    "ssm.hook_C": (0, None),
+    "ssm.hook_state": (0, 1),  # the channel axis serves as the head axis (heads=… picks channels)
+    "ssm.hook_y": (0, None),
     "hook_attn_out": (0, None),
     "hook_resid_mid": (0, None),
     "mlp.hook_pre": (0, None),
@@ -53,6 +93,8 @@ SITE_AXES: dict[str, tuple[int, int | None]] = {
     "hook_mlp_out": (0, None),
     "hook_resid_post": (0, None),
 }
+# Sites that exist once per model (not per block) at its end; intervenable and cacheable by name, never by "all".
+OUTPUT_SITES: tuple[str, ...] = ("hook_out",)
 
 
 class UnknownSiteError(KeyError):
@@ -63,7 +105,7 @@ class UnknownSiteError(KeyError):
 
 
 def site_axes(name: str) -> tuple[int, int | None]:
-    if name.startswith(("classifier.", "input_mlp.")):
+    if name.startswith(("classifier.", "input_mlp.")) or name in OUTPUT_SITES:
         return (0, None)
     for suffix, axes in SITE_AXES.items():
         if name == suffix or name.endswith("." + suffix):
@@ -90,26 +132,36 @@ class Intervention(eqx.Module):
         if self.kind not in ("set", "add"):
             raise ValueError(f"Intervention.kind = {self.kind!r} is not allowed; expected 'set' or 'add'")
 
-    def apply(self, x: jax.Array, site: str) -> jax.Array:
-        try:
-            shape = jnp.broadcast_shapes(jnp.shape(self.value), x.shape)
-        except ValueError:
-            shape = None
-        if shape != x.shape:
-            raise ValueError(f"intervention on {site!r}: value of shape {tuple(jnp.shape(self.value))} does not "
-                             f"broadcast to the site's shape {tuple(x.shape)} (per example; see models.hooks)")
+    def apply(self, x: jax.Array, site: str, env: Mapping[str, jax.Array] | None = None) -> jax.Array:
+        _check_broadcast(self.value, x, site)
         new = x + self.value if self.kind == "add" else jnp.broadcast_to(self.value, x.shape).astype(x.dtype)
-        if self.heads is None and self.positions is None:
-            return new
-        pos_axis, head_axis = site_axes(site)
-        keep = jnp.ones(x.shape, bool)
-        if self.heads is not None:
-            if head_axis is None:
-                raise ValueError(f"intervention on {site!r} restricts heads, but that site has no head axis")
-            keep = keep & _axis_mask(x.shape, head_axis, self.heads)
-        if self.positions is not None:
-            keep = keep & _axis_mask(x.shape, pos_axis, self.positions)
-        return jnp.where(keep, new, x)
+        return restrict(x, new, site, self.heads, self.positions)
+
+
+def _check_broadcast(value: Any, x: jax.Array, site: str) -> None:
+    try:
+        shape = jnp.broadcast_shapes(jnp.shape(value), x.shape)
+    except ValueError:
+        shape = None
+    if shape != x.shape:
+        raise ValueError(f"intervention on {site!r}: value of shape {tuple(jnp.shape(value))} does not "
+                         f"broadcast to the site's shape {tuple(x.shape)} (per example; see models.hooks)")
+
+
+def restrict(x: jax.Array, new: jax.Array, site: str, heads: jax.Array | None,
+             positions: jax.Array | None) -> jax.Array:
+    """`new` on the chosen heads and positions of the site's activation x, x elsewhere."""
+    if heads is None and positions is None:
+        return new
+    pos_axis, head_axis = site_axes(site)
+    keep = jnp.ones(x.shape, bool)
+    if heads is not None:
+        if head_axis is None:
+            raise ValueError(f"intervention on {site!r} restricts heads, but that site has no head axis")
+        keep = keep & _axis_mask(x.shape, head_axis, heads)
+    if positions is not None:
+        keep = keep & _axis_mask(x.shape, pos_axis, positions)
+    return jnp.where(keep, new, x)
 
 
 def _axis_mask(shape: tuple[int, ...], axis: int, idx: jax.Array) -> jax.Array:
@@ -169,16 +221,29 @@ class Hooks:
     """Trace-time helper that one forward pass threads through its layers. It is created fresh for each call, so
     nothing survives the call: interventions and the cache are its inputs and outputs."""
 
-    def __init__(self, valid: list[str], interventions: Mapping[str, Intervention] | None, cache: Iterable[str]):
+    def __init__(self, valid: list[str], interventions: Mapping[str, Intervention] | None, cache: Iterable[str],
+                 tokens: jax.Array | None = None, extra: Iterable[str] = ()):
+        """valid: the model's sites; extra: sites valid by name only (OUTPUT_SITES); tokens: the model's input,
+        which Computed interventions read as env["tokens"]."""
         self.interventions = dict(interventions or {})
-        check_sites(self.interventions, valid)
-        self.wanted = resolve_sites(cache, valid)
+        check_sites(self.interventions, [*valid, *extra])
+        for site, iv in self.interventions.items():
+            items = iv.items if iv.kind == "chain" else (iv,)
+            bad = next((i for i in items if i.kind in ("from_pass", "from_batch")), None)
+            if bad is not None:
+                how = ("hooks.resolve_batch(interventions, batch), or train with loss_fn=hooks.batch_resolved(...)"
+                       if bad.kind == "from_batch" else "the model's __call__ or run_with_cache")
+                raise ValueError(f"intervention on {site!r} is an unresolved {type(bad).__name__}; "
+                                 f"resolve it with {how}")
+        self.wanted = resolve_sites(cache, valid, extra)
         self.cache: dict[str, jax.Array] = {}
+        self.env: dict[str, jax.Array] = {} if tokens is None else {"tokens": tokens}
 
     def __call__(self, name: str, x: jax.Array) -> jax.Array:
         iv = self.interventions.get(name)
         if iv is not None:
-            x = iv.apply(x, name)
+            x = iv.apply(x, name, self.env)
+        self.env[name] = x
         if name in self.wanted:
             self.cache[name] = x
         return x
@@ -196,8 +261,9 @@ def check_sites(names: Iterable[str], valid: list[str]) -> None:
             raise _unknown(n, valid)
 
 
-def resolve_sites(patterns: Iterable[str] | str | None, valid: list[str]) -> tuple[str, ...]:
-    """Expand names and glob patterns ("*hook_pattern", "all") into site names, rejecting unknown ones."""
+def resolve_sites(patterns: Iterable[str] | str | None, valid: list[str], extra: Iterable[str] = ()) -> tuple[str, ...]:
+    """Expand names and glob patterns ("*hook_pattern", "all") into site names, rejecting unknown ones; names in
+    `extra` are accepted when given in full but never matched by "all" or a pattern."""
     if patterns is None:
         return ()
     if isinstance(patterns, str):
@@ -211,8 +277,14 @@ def resolve_sites(patterns: Iterable[str] | str | None, valid: list[str]) -> tup
             if not matched:
                 raise _unknown(p, valid)
         else:
-            if p not in valid:
+            if p not in valid and p not in extra:
                 raise _unknown(p, valid)
             matched = [p]
         out.extend(m for m in matched if m not in out)
     return tuple(out)
+
+
+# The computed kinds live in models.computed (they build on Intervention); re-exported here, their natural home.
+from mesalab.models.computed import (  # noqa: E402, F401
+    Chain, Computed, FromBatch, FromPass, batch_resolved, merge, resolve_batch, resolve_passes,
+)

@@ -3,7 +3,11 @@
     x ─ embed [─(+) input_mlp] (+ positions) ─ hook_embed ─┬─ block 0 ─ … ─ block L−1 ─ [ln_final] ─ unembed ─ out
     block l:  resid_pre ─ [ln1] ─ attn ─ attn_out ─(+)─ resid_mid ─ [ln2 ─ mlp ─ mlp_out ─(+)] ─ [clip] ─ resid_post
 
-`__call__` takes one unbatched sequence [pos, d_in]; batch with `jax.vmap` or `models.run`.
+`attn` is the layer's sequence mixer: attention, or an LSTM, selective SSM or hard-wired n-gram layer
+(TransformerConfig.attention; models.recurrent, models.ssm, models.ngram).
+`out` is the site `hook_out`. `__call__` takes one unbatched sequence [pos, d_in]; batch with `jax.vmap` or
+`models.run`. FromPass interventions (two-pass clamps, grafts; see `models.hooks`) are resolved by first passes
+inside `__call__` / `run_with_cache`.
 """
 
 from __future__ import annotations
@@ -16,8 +20,28 @@ import jax.numpy as jnp
 import numpy as np
 
 from mesalab.models.attention import Attention, init_weight
-from mesalab.models.config import TransformerConfig
-from mesalab.models.hooks import SITE_AXES, Hooks, Intervention
+from mesalab.models.config import TransformerConfig, ngram_order
+from mesalab.models.computed import resolve_passes
+from mesalab.models.hooks import OUTPUT_SITES, SITE_AXES, Hooks, Intervention
+from mesalab.models.ngram import NGram
+from mesalab.models.recurrent import LSTM
+from mesalab.models.ssm import SelectiveSSM
+
+# Site prefixes of the sequence mixers; a mixer other than attention lists its own sites in `SITES`.
+MIXER_PREFIXES = ("attn.", "lstm.", "ssm.")
+
+
+def make_mixer(cfg: TransformerConfig, kind: str, scaled: bool, *, key: jax.Array):
+    """The sequence mixer of a layer of this kind: Attention, or an LSTM / SelectiveSSM / NGram (same call)."""
+    if kind == "lstm":
+        return LSTM(cfg.d_model, key=key)
+    if kind == "ssm":
+        return SelectiveSSM(cfg.d_model, cfg.ssm_state, cfg.ssm_expand, cfg.ssm_conv, cfg.ssm_scan, key=key)
+    if ngram_order(kind) is not None:
+        return NGram(cfg.d_model, ngram_order(kind), key=key)
+    return Attention(cfg.d_model, cfg.n_heads, cfg.d_head, kind, cfg.causal, cfg.keys_from, scaled,
+                     cfg.init, cfg.init_scale, cfg.mesa_ridge, cfg.mesa_method, cfg.out_proj,
+                     cfg.rope_base if cfg.pos_embedding == "rope" else None, key=key)
 
 
 class MLP(eqx.Module):
@@ -56,7 +80,7 @@ class ClassifierLayer(eqx.Module):
 
 
 class Block(eqx.Module):
-    attn: Attention
+    attn: Attention | LSTM | SelectiveSSM | NGram  # the layer's sequence mixer (TransformerConfig.attention)
     mlp: MLP | None
     ln1: eqx.nn.LayerNorm | None
     ln2: eqx.nn.LayerNorm | None
@@ -68,8 +92,7 @@ class Block(eqx.Module):
         kind = cfg.layer_kinds[layer]
         # Mesa scores are never scaled: out_t must stay the ridge prediction Φ_t q_t.
         scaled = (cfg.scale_scores == "all" and kind != "mesa") or (cfg.scale_scores == "softmax" and kind == "softmax")
-        self.attn = Attention(cfg.d_model, cfg.n_heads, cfg.d_head, kind, cfg.causal, cfg.keys_from, scaled,
-                              cfg.init, cfg.init_scale, cfg.mesa_ridge, cfg.mesa_method, cfg.out_proj, key=ka)
+        self.attn = make_mixer(cfg, kind, scaled, key=ka)
         self.mlp = MLP(cfg.d_model, cfg.d_mlp, cfg.mlp_activation, cfg.init, cfg.init_scale, key=km) if cfg.d_mlp else None
         self.ln1 = eqx.nn.LayerNorm(cfg.d_model) if cfg.layer_norm else None
         self.ln2 = eqx.nn.LayerNorm(cfg.d_model) if cfg.layer_norm and cfg.d_mlp else None
@@ -78,7 +101,8 @@ class Block(eqx.Module):
     def __call__(self, x: jax.Array, hooks: Hooks, prefix: str, last_only: bool = False) -> jax.Array:
         resid = hooks(prefix + "hook_resid_pre", x)
         h = jax.vmap(self.ln1)(resid) if self.ln1 is not None else resid
-        attn_out = hooks(prefix + "hook_attn_out", self.attn(h, hooks, prefix + "attn.", last_only))
+        mixer = prefix + getattr(self.attn, "SITE_PREFIX", "attn.")
+        attn_out = hooks(prefix + "hook_attn_out", self.attn(h, hooks, mixer, last_only))
         if last_only:
             resid = resid[-1:]
         resid = hooks(prefix + "hook_resid_mid", resid + self.residual_scale * attn_out)
@@ -133,14 +157,20 @@ class Transformer(eqx.Module):
     def site_names(self) -> list[str]:
         """Every named site of this model, in forward order."""
         names = ["input_mlp.hook_pre", "input_mlp.hook_post"] if self.input_mlp is not None else []
-        names += ["hook_embed"] + (["hook_pos_embed"] if self.cfg.pos_embedding != "none" else [])
+        names += ["hook_embed"] + (["hook_pos_embed"] if self.cfg.pos_embedding not in ("none", "rope") else [])
         for layer, block in enumerate(self.blocks):
             for suffix in SITE_AXES:
                 if suffix in ("hook_embed", "hook_pos_embed"):
                     continue
                 if (suffix.startswith("mlp.") or suffix == "hook_mlp_out") and block.mlp is None:
                     continue
+                own = getattr(block.attn, "SITES", None)  # None: attention, whose sites are the attn.* rows
+                if suffix.startswith(MIXER_PREFIXES) and (suffix not in own if own is not None
+                                                          else not suffix.startswith("attn.")):
+                    continue
                 if suffix == "attn.hook_q_precond" and block.attn.kind != "mesa":
+                    continue
+                if suffix in ("attn.hook_rot_q", "attn.hook_rot_k") and block.attn.rope_base is None:
                     continue
                 names.append(f"blocks.{layer}.{suffix}")
         return names + [f"classifier.{i}.hook_post" for i in range(len(self.classifier))]
@@ -148,15 +178,19 @@ class Transformer(eqx.Module):
     # ---- forward -----------------------------------------------------------------------------------------------
     def __call__(self, x: jax.Array, *, interventions: Mapping[str, Intervention] | None = None) -> jax.Array:
         """x: [pos, d_in] -> output [pos, d_out]."""
-        return self.forward(x, Hooks(self.site_names(), interventions, ()))
+        return self.forward(x, self._hooks(x, interventions, ()))
 
     def run_with_cache(
         self, x: jax.Array, sites: Iterable[str] | str = "all", *,
         interventions: Mapping[str, Intervention] | None = None,
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
-        """Output and a dict of the requested sites (names or glob patterns; "all" for every site)."""
-        hooks = Hooks(self.site_names(), interventions, sites)
+        """Output and a dict of the requested sites (names or glob patterns; "all" for every site; `hook_out` by
+        name only)."""
+        hooks = self._hooks(x, interventions, sites)
         return self.forward(x, hooks), hooks.cache
+
+    def _hooks(self, x: jax.Array, interventions, sites) -> Hooks:
+        return Hooks(self.site_names(), resolve_passes(self, x, interventions), sites, tokens=x, extra=OUTPUT_SITES)
 
     def predict(self, x: jax.Array, *, interventions: Mapping[str, Intervention] | None = None) -> jax.Array:
         """The read-out prediction [pos, readout_size] (see TransformerConfig.readout_*)."""
@@ -165,7 +199,7 @@ class Transformer(eqx.Module):
     def predict_last(self, x: jax.Array) -> jax.Array:
         """The read-out at the last position only [readout_size]. The last layer then computes one query row
         instead of all of them, which is most of the work in a 1-layer model trained on the query alone."""
-        return self.readout(self.forward(x, Hooks(self.site_names(), None, ()), last_only=True)[-1])
+        return self.readout(self.forward(x, Hooks(self.site_names(), None, (), tokens=x), last_only=True)[-1])
 
     def readout(self, out: jax.Array) -> jax.Array:
         return self.cfg.readout_sign * out[..., self.cfg.prediction_slice]
@@ -182,7 +216,7 @@ class Transformer(eqx.Module):
         if self.input_mlp is not None:
             h = h + self.input_mlp(h, hooks, "input_mlp.")
         h = hooks("hook_embed", h)
-        if cfg.pos_embedding != "none":
+        if cfg.pos_embedding not in ("none", "rope"):  # rotary positions act inside attention
             if cfg.max_len and x.shape[0] > cfg.max_len:
                 raise ValueError(f"sequence of length {x.shape[0]} exceeds TransformerConfig.max_len = {cfg.max_len}")
             if cfg.pos_embedding == "concat_sinusoidal":
@@ -198,4 +232,4 @@ class Transformer(eqx.Module):
             h = jax.vmap(self.ln_final)(h)
         for i, layer in enumerate(self.classifier):
             h = hooks(f"classifier.{i}.hook_post", layer(h))
-        return h @ self.W_U if self.W_U is not None else h
+        return hooks("hook_out", h @ self.W_U if self.W_U is not None else h)

@@ -3,7 +3,10 @@ study does not import the others."""
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
+from pathlib import Path
 from types import ModuleType
 
 # name → module, in the order `mesalab list` shows them
@@ -13,6 +16,8 @@ MODULES: dict[str, str] = {
     "mesa-reverse-engineering": "mesalab.studies.mesa_reverse",
     "induction-classification": "mesalab.studies.induction_classification",
     "induction-heads": "mesalab.studies.induction_heads",
+    "induction-circuits": "mesalab.studies.induction_circuits",
+    "sequential-functions": "mesalab.studies.sequential_functions",
 }
 STUDIES = tuple(MODULES)
 DEFAULT_STUDY = "gd-equivalence"
@@ -29,4 +34,20 @@ def get_study(name: str) -> ModuleType:
     return importlib.import_module(MODULES[name])
 
 
-__all__ = ["DEFAULT_STUDY", "MODULES", "STUDIES", "UnknownStudyError", "get_study"]
+def describe(name: str) -> dict[str, str]:
+    """A study's NAME, SUMMARY and SOURCE, read from its package's source without importing it (importing a study
+    loads JAX and its models: seconds; `mesalab list` must answer at once)."""
+    if name not in MODULES:
+        raise UnknownStudyError(f"unknown study {name!r}; known studies: {', '.join(MODULES)}")
+    spec = importlib.util.find_spec(MODULES[name])
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    found = {t.id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
+             and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+             for t in node.targets if isinstance(t, ast.Name) and t.id in ("NAME", "SUMMARY", "SOURCE")}
+    if len(found) < 3:  # a study that computes them: import it after all
+        mod = get_study(name)
+        found = {k: getattr(mod, k) for k in ("NAME", "SUMMARY", "SOURCE")}
+    return found
+
+
+__all__ = ["DEFAULT_STUDY", "MODULES", "STUDIES", "UnknownStudyError", "describe", "get_study"]

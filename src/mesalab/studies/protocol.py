@@ -29,34 +29,61 @@ from mesalab.studies.verdicts import (  # noqa: F401  (the protocol's rows, re-e
     VERDICTS, Claim, DefinitionChange, Learned, Rule, above, at_least, at_most, below, check, convergence, finding,
     not_run, within,
 )
+from mesalab.train.callbacks import MetricsLog
+
+LIVE_METRICS = "metrics.csv"  # per part, next to its checkpoint: the history as training appends it
+
 
 @dataclasses.dataclass(frozen=True)
 class Figure:
-    """A figure file in the run's figures/ folder and a caption that says what to look for."""
+    """A figure file in the run's figures/ folder and a caption that says what to look for. `figure`: the
+    matplotlib Figure itself when drawn in this process (`draw_figures`; never written to disk)."""
 
     file: str
     title: str
     caption: str
+    figure: Any = dataclasses.field(default=None, repr=False, compare=False)
+
+    def record(self) -> dict[str, str]:
+        """What figures.json keeps of it."""
+        return {"file": self.file, "title": self.title, "caption": self.caption}
+
+
+def draw_figures(study: Any, cfg: Any, results: dict[str, Any], ctx: "RunContext") -> list[Figure]:
+    """A study's figures: PNGs written to ctx.figures_dir, and the records with their matplotlib Figures attached
+    (in a notebook, `draw_figures(...)[0].figure` shows the first)."""
+    from mesalab import figures
+
+    with figures.capture() as drawn:
+        records = study.figures(cfg, results, ctx)
+    return [dataclasses.replace(r, figure=drawn.get(r.file)) for r in records]
 
 
 @dataclasses.dataclass
 class RunContext:
     """Where a study run writes, and how: its folder, whether to show progress and whether to resume. `untrained`:
-    the null run, where every `fit` returns the models at initialisation and nothing is written."""
+    the null run, where every `fit` returns the models at initialisation and nothing is written. `trackers`:
+    experiment trackers (train/trackers.py) that follow every part, each under the prefix `<part>/`."""
 
     dir: Path
     progress: bool = True
     resume: bool = False
     untrained: bool = False
     metrics: list[pd.DataFrame] = dataclasses.field(default_factory=list)
+    trackers: list[Any] = dataclasses.field(default_factory=list)
 
     def fit(self, trainer: Any, seeds: Any, part: str, **kwargs: Any) -> Any:
         """Train `seeds` with `trainer` as part `part` of the run: checkpointed under checkpoints/<part>, resumable,
-        its history recorded. In the null run: the untrained models, evaluated once at step 0."""
+        its history recorded, and appended as it trains to checkpoints/<part>/metrics.csv (train/callbacks.py), so a
+        running or killed run's curves can be read. In the null run: the untrained models, evaluated once at step 0."""
         if self.untrained:
             return trainer.fit(seeds, progress=False, stop_after=0, **kwargs)
+        for tracker in self.trackers:
+            tracker.prefix = f"{part}/"
+        live = MetricsLog(self.checkpoint_dir(part) / LIVE_METRICS, part)
+        callbacks = [live, *self.trackers, *kwargs.pop("callbacks", ())]
         res = trainer.fit(seeds, checkpoint_dir=self.checkpoint_dir(part), resume=self.resume, progress=self.progress,
-                          **kwargs)
+                          callbacks=callbacks, **kwargs)
         self.add_metrics(res.history, part)
         return res
 

@@ -12,8 +12,10 @@ from typing import Any
 from mesalab import report, store
 from mesalab.config import ConfigError, override, parse_assignments, read_config_file, to_dict
 from mesalab.studies import get_study
-from mesalab.studies.protocol import RunContext
+from mesalab.studies.protocol import RunContext, draw_figures
 from mesalab.studies.verdicts import Claim, attach_nulls
+from mesalab.train.resume import differences
+from mesalab.train.trackers import TRACKERS, make_tracker
 
 
 def study_config(name: str, scale: str, sets: list[str] | None = None, seeds: int | None = None,
@@ -32,13 +34,17 @@ def study_config(name: str, scale: str, sets: list[str] | None = None, seeds: in
 
 def run_study(name: str, scale: str = "cpu", *, sets: list[str] | None = None, seeds: int | None = None,
               out: str | Path | None = None, resume: bool = False, progress: bool = True,
-              config_file: str | Path | None = None) -> Path:
+              config_file: str | Path | None = None, track: list[str] | None = None) -> Path:
     """Train, measure, judge the claims, draw the figures and build the report; returns the run directory.
 
     With `resume`, `out` must be an earlier run of the same study and config: training continues from its
-    checkpoints and ends with the numbers an uninterrupted run would have given."""
+    checkpoints and ends with the numbers an uninterrupted run would have given. `track`: experiment trackers by
+    name ("tensorboard", "wandb", "mlflow"; train/trackers.py) that log every part's metrics as it trains."""
     study = get_study(name)
     cfg = study_config(name, scale, sets, seeds, config_file)
+    for t in track or []:
+        if t not in TRACKERS:
+            raise ConfigError(f"--track {t} is not allowed; expected one of {', '.join(TRACKERS)}")
     run_dir = store.new_run_dir(name, Path(out) if out is not None else None)
     if resume:
         check_resumable(run_dir, name, cfg)
@@ -50,7 +56,7 @@ def run_study(name: str, scale: str = "cpu", *, sets: list[str] | None = None, s
     store.write_json(run_dir / "config.json", to_dict(cfg))
     store.write_json(run_dir / "environment.json", store.environment())
 
-    ctx = RunContext(run_dir, progress=progress, resume=resume)
+    ctx = RunContext(run_dir, progress=progress, resume=resume, trackers=[make_tracker(t, run_dir) for t in track or []])
     t0 = time.perf_counter()
     try:
         results = study.run(cfg, ctx)
@@ -58,6 +64,9 @@ def run_study(name: str, scale: str = "cpu", *, sets: list[str] | None = None, s
         store.write_json(run_dir / "run.json", {**meta, "status": "failed", "error": f"{type(e).__name__}: {e}",
                                                 "seconds": time.perf_counter() - t0})
         raise
+    finally:
+        for tracker in ctx.trackers:
+            tracker.close()
     seconds = time.perf_counter() - t0
     store.write_parquet(run_dir / "metrics.parquet", ctx.metrics_frame())
     store.write_json(run_dir / "results.json", results)
@@ -65,7 +74,7 @@ def run_study(name: str, scale: str = "cpu", *, sets: list[str] | None = None, s
     store.write_json(run_dir / "null_results.json", null_results)
     claims = [c.to_dict() for c in judge(study, cfg, results, null_results)]
     store.write_json(run_dir / "claims.json", {"study": name, "scale": scale, "claims": claims})
-    figs = [f.__dict__ for f in study.figures(cfg, results, ctx)]
+    figs = [f.record() for f in draw_figures(study, cfg, results, ctx)]
     store.write_json(run_dir / "figures.json", figs)
     store.write_json(run_dir / "run.json", {**meta, "status": "done", "seconds": seconds})
     report.build(run_dir)
@@ -92,6 +101,8 @@ def check_resumable(run_dir: Path, name: str, cfg: Any) -> None:
         raise FileNotFoundError(f"--resume needs an earlier run in --out; {run_dir} has no run.json")
     meta = json.loads(meta_path.read_text())
     stored = json.loads((run_dir / "config.json").read_text())
-    if meta.get("study") != name or stored != json.loads(json.dumps(to_dict(cfg))):
-        raise ConfigError(f"cannot resume {run_dir}: it ran {meta.get('study')} with config {stored}, "
-                          f"not {name} with {to_dict(cfg)}")
+    now = json.loads(json.dumps(to_dict(cfg)))
+    if meta.get("study") != name:
+        raise ConfigError(f"cannot resume {run_dir}: it ran {meta.get('study')}, not {name}")
+    if stored != now:
+        raise ConfigError(f"cannot resume {run_dir}: its config differs from this one ({differences(stored, now)})")

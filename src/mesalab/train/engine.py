@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -21,14 +20,17 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from mesalab.config import ConfigError, override, stack_configs, to_json
+from mesalab.config import ConfigError, override, stack_configs
 from mesalab.models.hooks import Intervention
 from mesalab.train import checkpoint
+from mesalab.train.callbacks import notify
+from mesalab.train.chunk import ensemble_program, evaluate_member, member_chunk
 from mesalab.train.config import TrainConfig, group_size
 from mesalab.train.loss import default_loss
 from mesalab.train.optim import direction, optimizer_time
 from mesalab.train.placement import member_mesh, place_members
 from mesalab.train.progress import Progress
+from mesalab.train.resume import restore_run, run_header, save_run
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 LossFn = Callable[..., jax.Array]
@@ -66,7 +68,7 @@ class TrainResult:
     train: TrainConfig | None = None
 
     def curve(self, metric: str = "test_loss") -> dict[str, list]:
-        """One metric's history: steps [S], values [member][S], and time [S], the optimizer time Σ lr / peak lr at
+        """One metric's history: steps [S], values `[member][S]`, and time [S], the optimizer time Σ lr / peak lr at
         each step (train.optim.optimizer_time; the convergence rule measures the last quarter of training on it)."""
         rows = self.history[self.history.metric == metric]
         table = rows.pivot_table(index="member", columns="step", values="value", aggfunc="mean")
@@ -137,6 +139,8 @@ class Trainer:
             frozen, jax.tree_util.tree_map(lambda _: 1.0, shapes),
             replace_fn=lambda sub: jax.tree_util.tree_map(lambda _: 0.0, sub))
         self._chunks: dict[tuple[int, int], Callable] = {}
+        # Evaluation alone, for the untrained models of a null run; trained chunks evaluate inside their program.
+        self._eval = jax.jit(jax.vmap(self._evaluate_member, in_axes=(0, 0, None)))
         self._act_bytes: int | None = None
         self.check_shapes()
 
@@ -158,7 +162,6 @@ class Trainer:
             raise ConfigError(f"TransformerConfig.readout_size = {cfg.readout_size} gives predictions of width {size}; "
                               f"expected {target} ({type(self.task).__name__}.target_width; set readout_start/"
                               "readout_size or d_out)")
-        self._eval = jax.jit(jax.vmap(self._evaluate_member, in_axes=(0, 0, None)))
 
     # ---- state -------------------------------------------------------------------------------------------------
     def init_state(self, members: Sequence[Member], init: Any = None) -> dict[str, Any]:
@@ -175,32 +178,6 @@ class Trainer:
         return lrs, stack_configs(tasks)
 
     # ---- compiled programs -------------------------------------------------------------------------------------
-    def _member_chunk(self, n_steps: int):
-        static, tx, cfg, ivs = self._static, self.tx, self.cfg, self.interventions
-        freeze, mask = self.on_divergence == "freeze", self._train_mask
-
-        def run(params, opt, key, alive, lr, task):
-            def step(carry, _):
-                params, opt, key, alive = carry
-                key, sub = jax.random.split(key)
-                batch = task.sample(sub, cfg.batch_size)
-                loss, grads = jax.value_and_grad(lambda p: self.loss_fn(eqx.combine(p, static), batch, ivs))(params)
-                updates, new_opt = tx.update(grads, opt, params)
-                if mask is not None:
-                    updates = jax.tree_util.tree_map(lambda u, m: u * m, updates, mask)
-                new_params = jax.tree_util.tree_map(lambda p, u: p - lr * u, params, updates)
-                if freeze:  # a diverged member keeps its last finite state from then on
-                    alive = alive & jnp.isfinite(loss)
-                    keep = lambda new, old: jnp.where(alive, new, old)  # noqa: E731
-                    new_params = jax.tree_util.tree_map(keep, new_params, params)
-                    new_opt = jax.tree_util.tree_map(keep, new_opt, opt)
-                return (new_params, new_opt, key, alive), loss
-
-            (params, opt, key, alive), losses = jax.lax.scan(step, (params, opt, key, alive), None, length=n_steps)
-            return params, opt, key, alive, losses
-
-        return run
-
     def member_activation_bytes(self) -> int:
         """Bytes of every cached activation of one member's training batch (from shapes only, nothing runs);
         0 for models without `run_with_cache`."""
@@ -216,31 +193,22 @@ class Trainer:
         return self._act_bytes
 
     def chunk_program(self, n_steps: int, members: int) -> Callable:
-        """The compiled program for `n_steps` steps of `members` members (vmapped in groups, see TrainConfig)."""
+        """The compiled program for `n_steps` steps of `members` members (vmapped in groups, see TrainConfig), with
+        the evaluation of the final weights fused in (train/chunk.py):
+        program(params, opt, key, alive, lrs, tasks, eval_key) -> (params, opt, key, alive, losses [E, n], metrics)."""
         group = group_size(self.cfg, self.member_activation_bytes(), members)
         if (n_steps, group) not in self._chunks:
-            one = self._member_chunk(n_steps)
-            if group >= members:
-                program = jax.vmap(one)
-            else:
-                def program(*per_member):  # groups of `group` members vmapped, groups run one after another
-                    return jax.lax.map(lambda xs: one(*xs), per_member, batch_size=group)
-            self._chunks[(n_steps, group)] = jax.jit(program)
+            self._chunks[(n_steps, group)] = ensemble_program(member_chunk(self, n_steps), group, members)
         return self._chunks[(n_steps, group)]
 
     def _evaluate_member(self, params, task, key):
-        model = eqx.combine(params, self._static)
-        batch = task.sample(key, self.cfg.eval_batch_size)
-        out = {"test_loss": self.loss_fn(model, batch, self.interventions)}
-        if self.metrics_fn is not None:
-            out.update(self.metrics_fn(model, batch, self.interventions))
-        return out
+        return evaluate_member(self, params, task, key)
 
     # ---- the loop ----------------------------------------------------------------------------------------------
     def fit(
         self, seeds: int | Sequence[int] | Sequence[Member] = 1, *, checkpoint_dir: str | Path | None = None,
         resume: bool = False, progress: bool = True, eval_seed: int = 12345, stop_after: int | None = None,
-        init: Any = None, devices: Sequence[Any] | None = None,
+        init: Any = None, devices: Sequence[Any] | None = None, callbacks: Sequence[Any] = (),
     ) -> TrainResult:
         """Train the ensemble. With `checkpoint_dir`, a checkpoint is written at every chunk boundary; with
         `resume`, training continues from it and ends with the same numbers as an uninterrupted run.
@@ -248,47 +216,48 @@ class Trainer:
         0 returns the untrained models with one evaluation recorded at step 0 (what a study's null run uses).
         `init`: stacked models (leading member axis, structured as make_model's) to start from instead of fresh
         ones — continued training, or fresh parts combined with per-member frozen ones. `devices`: where the
-        members train, split along the member axis (default: every local device; train/placement.py)."""
+        members train, split along the member axis (default: every local device; train/placement.py).
+        `callbacks`: objects called at the start, after every chunk and at the end (train/callbacks.py)."""
         members = as_members(seeds)
         lrs, tasks = self.member_arrays(members)
         if init is not None:
             self._check_init(init, len(members))
         state, step, records, seconds_before = self.init_state(members, init), 0, [], 0.0
         ckpt = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-        header = self._header(members, eval_seed, init)
+        header = run_header(self, members, eval_seed, init)
         if resume and ckpt is not None and ckpt.exists():
-            state, step, records, seconds_before = self._restore(ckpt, state, header)
+            configs = {"task": self.task, "model": getattr(self._static, "cfg", None), "train": self.cfg}
+            state, step, records, seconds_before = restore_run(ckpt, state, header, configs)
         # Members split over the host's devices (one per core), unless they train in sequential groups.
         if group_size(self.cfg, self.member_activation_bytes(), len(members)) >= len(members):
             state, lrs, tasks = place_members((state, lrs, tasks), member_mesh(len(members), devices))
         eval_key = jax.random.PRNGKey(eval_seed)
+        notify(callbacks, "on_train_start", members, step, list(records))
         bar = Progress(self.cfg.steps, len(members), enabled=progress, start=step)
         t0, total = time.perf_counter(), self.cfg.steps if stop_after is None else min(stop_after, self.cfg.steps)
         if total == 0 and step == 0 and self.cfg.eval_batch_size:
             # Untrained models (a study's null): one evaluation at step 0, so the history has their metrics.
             ev = {k: np.asarray(v) for k, v in self._eval(state["params"], tasks, eval_key).items()}
-            records += [(0, i, members[i].seed, k, float(v[i])) for k, v in ev.items() for i in range(len(members))]
+            records += member_records(0, members, ev)
         try:
             while step < total:
                 n = min(self.cfg.chunk_steps, self.cfg.steps - step)
                 program = self.chunk_program(n, len(members))
-                params, opt, key, alive, losses = program(state["params"], state["opt"], state["key"], state["alive"],
-                                                          lrs, tasks)
-                losses, alive_np = np.asarray(losses), np.asarray(alive)
-                new_records = [(step + n, i, members[i].seed, "train_loss", float(losses[i, -1])) for i in range(len(members))]
+                params, opt, key, alive, losses, ev = program(state["params"], state["opt"], state["key"],
+                                                              state["alive"], lrs, tasks, eval_key)
+                losses, ev = np.asarray(losses), {k: np.asarray(v) for k, v in ev.items()}
+                new_records = member_records(step + n, members, {"train_loss": losses[:, -1]})
                 if self.on_divergence == "stop":
                     check_finite({"train_loss": losses}, members, first_step=step + 1)
+                    check_finite({k: v[:, None] for k, v in ev.items()}, members, first_step=step + n)
                 else:
-                    new_records += [(step + n, i, members[i].seed, "alive", float(alive_np[i])) for i in range(len(members))]
-                if self.cfg.eval_batch_size:
-                    ev = {k: np.asarray(v) for k, v in self._eval(params, tasks, eval_key).items()}
-                    if self.on_divergence == "stop":
-                        check_finite({k: v[:, None] for k, v in ev.items()}, members, first_step=step + n)
-                    new_records += [(step + n, i, members[i].seed, k, float(v[i])) for k, v in ev.items() for i in range(len(members))]
+                    new_records += member_records(step + n, members, {"alive": np.asarray(alive)})
+                new_records += member_records(step + n, members, ev)
                 state, step = {"params": params, "opt": opt, "key": key, "alive": alive}, step + n
                 records += new_records
                 if ckpt is not None:
-                    self._save(ckpt, state, step, records, header, seconds_before + time.perf_counter() - t0)
+                    save_run(ckpt, state, step, records, header, seconds_before + time.perf_counter() - t0)
+                notify(callbacks, "on_chunk_end", step, new_records)
                 finite = losses[:, -1][np.isfinite(losses[:, -1])]
                 bar.update(step, float(np.mean(finite)) if finite.size else float("nan"))
         finally:
@@ -296,7 +265,9 @@ class Trainer:
         models = eqx.combine(state["params"], self._static)
         history = pd.DataFrame(records, columns=["step", "member", "seed", "metric", "value"])
         # Seconds spent training, summed over the interrupted sessions of a resumed run.
-        return TrainResult(models, history, step, members, seconds_before + time.perf_counter() - t0, self.cfg)
+        result = TrainResult(models, history, step, members, seconds_before + time.perf_counter() - t0, self.cfg)
+        notify(callbacks, "on_train_end", result)
+        return result
 
     def _check_init(self, init: Any, n_members: int) -> None:
         want = jax.tree_util.tree_structure(eqx.filter(eqx.filter_eval_shape(self.make_model, key=jax.random.PRNGKey(0)),
@@ -308,65 +279,9 @@ class Trainer:
         if sizes != {n_members}:
             raise ConfigError(f"fit(init=...) has leading axes {sorted(sizes)}; expected {n_members} (one per member)")
 
-    # ---- checkpoints -------------------------------------------------------------------------------------------
-    def _header(self, members: Sequence[Member], eval_seed: int, init: Any = None) -> dict[str, Any]:
-        model_cfg = getattr(self._static, "cfg", None)
-        return {
-            # What else decides the numbers, so that a resume with other interventions or losses is refused.
-            "fingerprint": {
-                "interventions": {k: [iv.kind, list(np.shape(iv.value)), _digest(iv)] for k, iv in
-                                  sorted(self.interventions.items())},
-                "loss_fn": _qualname(self.loss_fn), "metrics_fn": _qualname(self.metrics_fn), "eval_seed": eval_seed,
-                "model_factory": _qualname(self.make_model) if model_cfg is None else None,
-                "on_divergence": self.on_divergence,
-                # Only when used, so checkpoints written before these options existed still resume.
-                **({"frozen": _qualname(self.frozen)} if self.frozen is not None else {}),
-                **({"init": _digest(eqx.filter(init, eqx.is_array))} if init is not None else {}),
-            },
-            "task": json.loads(to_json(self.task)),
-            "model": json.loads(to_json(model_cfg)) if model_cfg is not None else None,
-            "train": json.loads(to_json(self.cfg)),
-            "members": [dataclasses.asdict(m) | {"task": dict(m.task)} for m in members],
-        }
-
-    def _save(self, path: Path, state: dict, step: int, records: list, header: dict, seconds: float = 0.0) -> None:
-        hist = np.asarray([(r[0], r[1], r[2], r[4]) for r in records], np.float64).reshape(-1, 4)
-        metric_names = sorted({r[3] for r in records})
-        metric_idx = np.asarray([metric_names.index(r[3]) for r in records], np.int32)
-        tree = {"state": state, "history": hist, "history_metric": metric_idx}
-        checkpoint.save(path, tree, {**header, "step": step, "metrics": metric_names, "format": 1,
-                                     "train_seconds": seconds})
-
-    def _restore(self, path: Path, like: dict, header: dict) -> tuple[dict, int, list, float]:
-        stored = checkpoint.read_header(path)
-        for part in ("task", "model", "train", "members", "fingerprint"):
-            if stored.get(part) != json.loads(json.dumps(header[part])):
-                raise checkpoint.CheckpointError(
-                    f"cannot resume from {path}: its {part} configuration differs from this run's "
-                    f"(stored {stored.get(part)}, now {header[part]})"
-                )
-        # The history's length is only known from the file, so its skeleton is taken from the stored arrays.
-        arrays = checkpoint.load_arrays(path)
-        hist, midx = arrays["['history']"], arrays["['history_metric']"]
-        tree, _ = checkpoint.load(path, {"state": like, "history": hist, "history_metric": midx})
-        records = [(int(h[0]), int(h[1]), int(h[2]), stored["metrics"][int(m)], float(h[3])) for h, m in zip(hist, midx)]
-        return tree["state"], int(stored["step"]), records, float(stored.get("train_seconds", 0.0))
-
-
-def _qualname(fn: Any) -> str | None:
-    if fn is None:
-        return None
-    fn = getattr(fn, "func", fn)  # functools.partial
-    return f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
-
-
-def _digest(tree: Any) -> str:
-    import hashlib
-
-    h = hashlib.sha1()
-    for leaf in jax.tree_util.tree_leaves(tree):
-        h.update(np.asarray(leaf).tobytes())
-    return h.hexdigest()[:16]
+def member_records(step: int, members: Sequence[Member], values: Mapping[str, np.ndarray]) -> list[tuple]:
+    """History rows (step, member, seed, metric, value) of per-member values {metric: [E]}."""
+    return [(step, i, m.seed, k, float(v[i])) for k, v in values.items() for i, m in enumerate(members)]
 
 
 def check_finite(metrics: Mapping[str, np.ndarray], members: Sequence[Member], first_step: int) -> None:

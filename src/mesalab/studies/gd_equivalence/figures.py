@@ -42,9 +42,7 @@ def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
                       "The cosine (blue, left axis) should rise to 1 and the prediction difference (red, right axis) "
                       "fall towards 0 as the loss reaches GD-1: the trained layer then computes the GD prediction."))
 
-    import matplotlib.pyplot as plt  # after mesalab.figures has chosen the backend
-    with plt.rc_context(fig.STYLE):
-        f, axes = plt.subplots(2, 2, figsize=(10.0, 8.0))
+    f, axes = fig.subplots(2, 2, figsize=(10.0, 8.0))
     mats = [("qk_trained", "trained W_KᵀW_Q (÷ scale)"), ("qk_construction", "construction W_KᵀW_Q"),
             ("ov_trained", "trained PW_V (× scale)"), ("ov_construction", "construction PW_V")]
     for ax, (key, title) in zip(axes.flat, mats):
@@ -96,12 +94,10 @@ def transfer_figures(r: dict[str, Any], ctx: RunContext) -> list[Figure]:
 
 
 def depth_figure(r: dict[str, Any], ctx: RunContext) -> Figure:
-    import matplotlib.pyplot as plt  # after mesalab.figures has chosen the backend
 
     deep = r["depth"]
     ks = [1] + deep["depths"]
-    with plt.rc_context(fig.STYLE):
-        f, (ax, ax2) = plt.subplots(1, 2, figsize=(11.0, 4.2))
+    f, (ax, ax2) = fig.subplots(1, 2, figsize=(11.0, 4.2))
     tf = [r["members"]["loss"]] + deep["tf"]
     mean, std = np.array([np.mean(v) for v in tf]), np.array([np.std(v) for v in tf])
     ax.errorbar(ks, mean, yerr=std, marker="o", capsize=3, label=f"trained LSA (mean ± std of {len(tf[0])} seeds)")

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
-from mesalab.config import config, require, require_choice, require_positive
+from mesalab.config import (
+    FRACTION, NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, config, inner_keys, integer, one_of, same_keys,
+    tuple_of,
+)
 from mesalab.models.transformer import TransformerConfig
 from mesalab.studies.protocol import Experiment
 from mesalab.tasks.classification import ClassificationConfig
@@ -57,19 +60,43 @@ class Config:
     phase_seeds: int = 4
     phase_steps: int = 2000
 
+    RULES = {
+        **dict.fromkeys(("n_classes", "n_labels", "dim", "max_pairs", "steps", "batch_size", "chunk_steps",
+                         "sweep_chunk_steps", "eval_size", "seeds", "burst_classes", "burst_seeds", "burst_steps",
+                         "phase_classes", "phase_seeds", "phase_steps"), POSITIVE_INT),
+        "n_pairs": integer(2),
+        **dict.fromkeys(("burstiness", "phase_burstiness"), NONNEGATIVE_INT.note("0: non-bursty")),
+        "eps": NONNEGATIVE,
+        **dict.fromkeys(("p_bursty", "p_novel"), FRACTION),
+        "optimizer": one_of("adam", "sgd"),
+        "lr": POSITIVE,
+        "weight_decay": NONNEGATIVE,
+        "burst_values": tuple_of(NONNEGATIVE_INT, "burstiness values >= 0 (0: non-bursty)"),
+        "phase_eps": tuple_of(NONNEGATIVE, "noise levels >= 0"),
+        "phase_alpha": tuple_of(NONNEGATIVE, "Zipf exponents >= 0"),
+    }
+
     def __post_init__(self) -> None:
-        require_positive(self, "lr", "steps", "batch_size", "chunk_steps", "sweep_chunk_steps", "eval_size", "seeds",
-                         "burst_seeds", "burst_steps", "phase_seeds", "phase_steps")
-        require(self, "phase_eps", all(e >= 0 for e in self.phase_eps), "a tuple of noise levels >= 0")
-        require(self, "phase_alpha", all(a >= 0 for a in self.phase_alpha), "a tuple of Zipf exponents >= 0")
-        require_choice(self, "optimizer", ("adam", "sgd"))
-        require(self, "burst_values", all(isinstance(b, int) and b >= 0 for b in self.burst_values),
-                "a tuple of burstiness values >= 0 (0: non-bursty), possibly empty")
-        self.task()  # validates the task fields (B dividing N, K a multiple of L, ...)
+        # Every task the study trains on, as built below, its errors naming this config's keys (B dividing N, K a
+        # multiple of L, ...).
+        task_keys = same_keys("n_classes", "n_labels", "n_pairs", "dim", "max_pairs", "eps", "burstiness",
+                              "p_bursty", "p_novel")
+        with inner_keys(self, task_keys, where="the main task"):
+            self.task()
+        if self.control:
+            with inner_keys(self, {**task_keys, "n_labels": "n_pairs"}, where="the L = N control's task, whose "
+                            "n_labels is n_pairs"):
+                self.control_task()
+        sweep_keys = {**task_keys, "n_classes": "burst_classes", "burstiness": "burst_values"}
         for b in self.burst_values:
-            self.burst_task(b)
-            self.burst_task(b, self.phase_classes)
-        self.burst_task(self.phase_burstiness)
+            with inner_keys(self, sweep_keys, where=f"the burstiness sweep's task at B = {b}"):
+                self.burst_task(b)
+            with inner_keys(self, {**sweep_keys, "n_classes": "phase_classes"},
+                            where=f"the phase diagram's task at K = {self.phase_classes}, B = {b}"):
+                self.burst_task(b, self.phase_classes)
+        with inner_keys(self, {**sweep_keys, "burstiness": "phase_burstiness"},
+                        where=f"the phase diagrams' task at B = {self.phase_burstiness}"):
+            self.burst_task(self.phase_burstiness)
 
     def task(self) -> ClassificationConfig:
         """The main part's task."""

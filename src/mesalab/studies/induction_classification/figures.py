@@ -14,14 +14,12 @@ from mesalab.studies.protocol import Figure, RunContext
 
 
 def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
-    import matplotlib.pyplot as plt
 
     main, n = r["main"], cfg.n_pairs
     windows = [(t.t10, t.t90) for t in ic_jumps(main, n) if np.isfinite(t.t10)]
     out = []
 
-    with plt.rc_context(fig.STYLE):
-        f, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    f, (ax1, ax2) = fig.subplots(1, 2, figsize=(11, 4))
     for metric, label, color in (("ic_accuracy", "IC (novel classes)", "tab:blue"),
                                  ("ic2_accuracy", "IC2 (labels swapped)", "tab:purple"),
                                  ("iw_accuracy", "IW (in weights)", "tab:orange")):
@@ -72,8 +70,7 @@ def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
         out.append(_phase_figure(cfg, r, phase, ctx))
 
     ph = r["phenomenology"]
-    with plt.rc_context(fig.STYLE):
-        f, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    f, (ax1, ax2) = fig.subplots(1, 2, figsize=(11, 4))
     cs = ax1.contourf(ph["xis"], ph["alphas"], np.asarray(ph["landscape"]), levels=30, cmap="viridis")
     f.colorbar(cs, ax=ax1, label="loss")
     path = np.asarray(ph["flows"]["l_gt_n"]["params"])
@@ -95,10 +92,8 @@ def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
 
 
 def _phase_figure(cfg: Any, r: dict[str, Any], phase: dict[str, Any], ctx: RunContext) -> Figure:
-    import matplotlib.pyplot as plt
 
-    with plt.rc_context(fig.STYLE):
-        f, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    f, axes = fig.subplots(1, 4, figsize=(17, 3.8))
     if "classes" in phase and r["burst"]:
         bs = phase["classes"]["burstiness"]
         ks = [cfg.burst_classes, phase["classes"]["n_classes"]]

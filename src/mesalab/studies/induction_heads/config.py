@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mesalab.config import config, require, require_positive
+from mesalab.config import POSITIVE, POSITIVE_INT, config, inner_keys, require, same_keys
 from mesalab.models.transformer import TransformerConfig
 from mesalab.tasks.copying import CopyingConfig
 from mesalab.train import TrainConfig
@@ -38,10 +38,15 @@ class Config:
     # fixed offset (−2, −3 or −5) scores on one length in three.
     repeat_blocks: tuple[int, ...] = (3, 4, 6)
 
+    RULES = {
+        **dict.fromkeys(("n_items", "n_labels", "n_pairs", "d_model", "seeds", "steps", "batch_size", "chunk_steps",
+                         "eval_batch_size"), POSITIVE_INT),
+        **dict.fromkeys(("init_scale", "lr"), POSITIVE),
+    }
+
     def __post_init__(self) -> None:
-        require_positive(self, "d_model", "init_scale", "seeds", "steps", "batch_size", "lr", "chunk_steps",
-                         "eval_batch_size")
-        task = task_of(self)  # validates the task fields
+        with inner_keys(self, same_keys("n_items", "n_labels", "n_pairs", "bos"), where="the copying task"):
+            task = task_of(self)
         room = task.seq_len - int(self.bos)
         require(self, "repeat_blocks", len(self.repeat_blocks) > 0 and all(
             isinstance(b, int) and 2 <= b <= room // 2 for b in self.repeat_blocks),

@@ -27,10 +27,8 @@ def band(ax, part: dict[str, Any], metric: str, label: str, color: str) -> None:
 def attention_grid(maps: dict[str, Any], ctx: RunContext, bos: bool = False) -> None:
     """attention.png: layer 1 and 2 patterns (columns) at initialisation and after training (rows) of one
     sequence [BOS] x₁ ℓ₁ … x_N ℓ_N x_q; maps[name] = [layer-1 pattern, layer-2 pattern]."""
-    import matplotlib.pyplot as plt
 
-    with plt.rc_context(fig.STYLE):
-        f, axes = plt.subplots(2, 2, figsize=(8, 7.5))
+    f, axes = fig.subplots(2, 2, figsize=(8, 7.5))
     n = len(maps["initial"][0]) - int(bos)
     ticks = ["BOS"] * int(bos) + [f"x{i // 2 + 1}" if i % 2 == 0 else f"ℓ{i // 2 + 1}" for i in range(n - 1)] + ["x_q"]
     n += int(bos)
@@ -46,13 +44,11 @@ def attention_grid(maps: dict[str, Any], ctx: RunContext, bos: bool = False) -> 
 
 
 def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
-    import matplotlib.pyplot as plt
 
     from mesalab.analysis.transitions import rise_from
 
     two, one = r["two"], r["one"]
-    with plt.rc_context(fig.STYLE):
-        f, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    f, (ax1, ax2) = fig.subplots(1, 2, figsize=(11, 4))
     band(ax1, two, "accuracy", "2 layers", "tab:blue")
     band(ax1, one, "accuracy", "1 layer", "tab:gray")
     ax1.axhline(1 / cfg.n_pairs, color="black", ls=":", lw=1, label="1/N (a random context label)")

@@ -283,7 +283,7 @@ def one_layer_rows(cfg: Any, r: dict[str, Any], zero: float) -> list[Claim]:
         at_most(COMPRESSED_TOLERANCE, "DESIGN.md §4 S2: within 2%", unit="%"),
         null=f"{UNTRAINED}: both sides the zero predictor, |Δ| ≈ 0, which the learned guard rejects",
         learned=learned(loss, zero),
-        detail=per_seed("{:.2%}", rel_c) + f"; compressed losses "
+        detail=per_seed("{:.2%}", rel_c) + "; compressed losses "
         + ", ".join(f"{x:.4f}" for x in a["compressed_loss"]) + f"; {n} scalars act (of "
         f"{a.get('compressed_params_all_slots', '?')} over all slots; token slots {a.get('input_slots')}, read-out "
         f"slots {a.get('output_slots')})"))

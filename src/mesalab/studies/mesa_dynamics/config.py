@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from mesalab.config import config, require, require_choice, require_positive
-from mesalab.studies.mesa_dynamics.models import parse
+from mesalab.config import (
+    NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, config, inner_keys, one_of, require, same_keys,
+)
+from mesalab.studies.mesa_dynamics.models import model_setup, parse
 
 
 @config
@@ -45,17 +47,30 @@ class Config:
     lsq_pairs: str = "all"
     mesa_method: str = "scan"
 
-    def __post_init__(self) -> None:
-        require_positive(self, "d", "seq_len", "seeds", "n_test", "chunk_steps", "lr", "schedule_steps",
+    RULES = {
+        **dict.fromkeys(("d", "seq_len", "seeds", "n_test", "chunk_steps", "eval_batch_size", "schedule_steps",
                          "default_steps", "default_batch_size", "one_layer_steps", "one_layer_batch_size",
-                         "compare_steps", "compare_batch_size", "mesa_lr", "full_lr", "lsq_lambda", "init_std")
-        require(self, "seeds", isinstance(self.seeds, int), "a positive integer")
-        require_choice(self, "lsq_pairs", ("all", "one_fewer"))
-        require_choice(self, "mesa_method", ("scan", "solve", "chunked"))
+                         "compare_steps", "compare_batch_size"), POSITIVE_INT),
+        **dict.fromkeys(("warmup_steps", "compare_warmup_steps"), NONNEGATIVE_INT),
+        **dict.fromkeys(("lr", "mesa_lr", "full_lr", "lsq_lambda", "init_std"), POSITIVE),
+        **dict.fromkeys(("noise", "end_lr", "weight_decay"), NONNEGATIVE),
+        "grad_clip": NONNEGATIVE.note("0: no clipping"),
+        "act_clip": NONNEGATIVE.note("0: no clipping"),
+        "lsq_pairs": one_of("all", "one_fewer"),
+        "mesa_method": one_of("scan", "solve", "chunked"),
+    }
+
+    def __post_init__(self) -> None:
         for name in self.models:
             parse(name)
         require(self, "models", any(parse(m)[0] == "mesa" for m in self.models) or not self.models,
                 "a tuple of model names that includes a mesa model (e.g. 'mesa-1'), or empty")
+        # Every task and model the study trains, as training.setup builds them, their errors in this config's keys.
+        keys = {**same_keys("d", "seq_len", "noise", "mesa_method"), "TransformerConfig.clip": "act_clip",
+                "TransformerConfig.init_scale": "init_std"}
+        for name in ("linear-2", "linear-1-masked", *self.models):
+            with inner_keys(self, keys, where=f"the model {name!r}"):
+                model_setup(name, self.d, self.seq_len, self.noise, self.init_std, self.act_clip, self.mesa_method)
 
 
 PRESETS = {

@@ -13,7 +13,6 @@ SLOTS = ("pred", "s_t", "s_t", "s_{t−1}")
 
 
 def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
-    import matplotlib.pyplot as plt
 
     out = []
     b = r["baselines"]
@@ -68,8 +67,7 @@ def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
 
     qk, ov = np.asarray(r["default_qk"]), np.asarray(r["default_ov"])
     layers, heads = qk.shape[:2]
-    with plt.rc_context(fig.STYLE):
-        f, axes = plt.subplots(2 * layers, heads, figsize=(2.6 * heads, 2.6 * 2 * layers), squeeze=False)
+    f, axes = fig.subplots(2 * layers, heads, figsize=(2.6 * heads, 2.6 * 2 * layers), squeeze=False)
     width = qk.shape[-1]
     for layer in range(layers):
         for h in range(heads):

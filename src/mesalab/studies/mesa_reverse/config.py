@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from mesalab.config import config, require, require_positive
+from mesalab.config import (
+    NONNEGATIVE, NONNEGATIVE_INT, POSITIVE, POSITIVE_INT, config, inner_keys, integer, require, same_keys, tuple_of,
+)
+from mesalab.studies.mesa_dynamics.models import model_setup
 from mesalab.train import TrainConfig
 
 # Fixed data seeds: the test set, the probes' fit and score sets, the few-shot test set and the Neumann systems.
@@ -55,21 +58,38 @@ class Config:
     fewshot_lr: float = 3e-2
     fewshot_test: int = 512
 
+    RULES = {
+        **dict.fromkeys(("d", "seq_len", "seeds", "deep_key", "deep_steps", "deep_batch_size", "raw_layers",
+                         "raw_steps", "raw_batch_size", "chunk_steps", "eval_batch_size", "n_test", "n_probe",
+                         "interpolation_points", "neumann_systems", "fewshot_examples", "fewshot_steps",
+                         "fewshot_batch_size", "fewshot_test"), POSITIVE_INT),
+        **dict.fromkeys(("raw_lr", "lr", "init_std", "probe_lambda", "neumann_lambda", "fewshot_lr"), POSITIVE),
+        **dict.fromkeys(("noise", "weight_decay"), NONNEGATIVE),
+        "warmup_steps": NONNEGATIVE_INT,
+        "grad_clip": NONNEGATIVE.note("0: no clipping"),
+        "act_clip": NONNEGATIVE.note("0: no clipping"),
+        "depths": tuple_of(POSITIVE_INT, "layer counts >= 1", nonempty=True),
+        "neumann_depths": tuple_of(POSITIVE_INT, "depths >= 1", nonempty=True),
+        "neumann_positions": tuple_of(integer(2), "prefix lengths >= 2", nonempty=True),
+        "fewshot_prefix": POSITIVE_INT.note("prompt tokens tuned before the eos format"),
+    }
+
     def __post_init__(self) -> None:
-        require_positive(self, "d", "seq_len", "seeds", "deep_key", "deep_steps", "deep_batch_size", "raw_layers",
-                         "raw_steps", "raw_batch_size", "raw_lr", "lr", "n_test", "n_probe", "probe_lambda",
-                         "interpolation_points", "neumann_lambda", "neumann_systems", "fewshot_examples",
-                         "fewshot_steps", "fewshot_batch_size", "fewshot_lr", "fewshot_test")
-        require(self, "seeds", isinstance(self.seeds, int), "a positive integer")
-        require(self, "depths", len(self.depths) > 0 and all(isinstance(k, int) and k >= 1 for k in self.depths),
-                "a non-empty tuple of layer counts >= 1")
-        require(self, "neumann_positions", all(2 <= p <= self.seq_len for p in self.neumann_positions),
+        require(self, "neumann_positions", all(p <= self.seq_len for p in self.neumann_positions),
                 f"prefix lengths in [2, seq_len = {self.seq_len}]")
         require(self, "fewshot_examples", 3 * self.fewshot_examples + self.fewshot_prefix <= self.seq_len,
                 f"at most (seq_len − fewshot_prefix) / 3 examples, so the eos format fits the trained length "
                 f"{self.seq_len}")
         # The probe-context windows (claims.py) need positions d + 1 … d + 5 inside the sequence.
         require(self, "seq_len", self.seq_len >= self.d + 8, f"at least d + 8 = {self.d + 8} (the probe windows)")
+        # The models the study trains, as deep.train builds them, their errors in this config's keys.
+        keys = {**same_keys("d", "seq_len", "noise"), "TransformerConfig.clip": "act_clip",
+                "TransformerConfig.init_scale": "init_std", "TransformerConfig.d_head": "deep_key",
+                "TransformerConfig.n_layers": "depths"}
+        for name in (*(f"linear-{k}" for k in self.depths), f"softmax-raw-{self.raw_layers}"):
+            with inner_keys(self, keys, where=f"the model {name!r}"):
+                model_setup(name, self.d, self.seq_len, self.noise, self.init_std, self.act_clip,
+                            key_size=self.deep_key)
 
 
 PRESETS = {

@@ -12,13 +12,11 @@ from mesalab.studies.protocol import Figure, RunContext
 
 
 def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
-    import matplotlib.pyplot as plt
 
     out = []
     deep = r["deep"][-1]
     tail = slice(cfg.seq_len // 2, None)
-    with plt.rc_context(fig.STYLE):
-        f, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    f, (ax1, ax2) = fig.subplots(1, 2, figsize=(11, 4))
     sites = ["embed"] + [f"layer {i + 1}" for i in range(deep["layers"])]
     for target, color in (("s_next", "tab:blue"), ("preconditioned", "tab:red"), ("s_t", "tab:gray")):
         r2 = np.asarray([p[target] for p in deep["probes"]])  # [seed, site, T]
@@ -37,8 +35,7 @@ def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
                       "spans are the early windows the context findings compare with (blue: s_{t+1}, red: "
                       "preconditioned)."))
 
-    with plt.rc_context(fig.STYLE):
-        f, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    f, (ax, ax2) = fig.subplots(1, 2, figsize=(11, 4))
     for part in r["deep"]:
         curve = np.median(np.asarray(part["interpolation"]), 0)
         a = np.linspace(0, 1, curve.size)
@@ -64,8 +61,7 @@ def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
                       "with the original budget (the authors' interpolation experiment)."))
 
     raw = r["raw"]
-    with plt.rc_context(fig.STYLE):
-        f, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    f, (ax1, ax2) = fig.subplots(1, 2, figsize=(11, 4))
     for k in ("s_t-1", "s_t-2", "s_t-3", "s_next"):
         r2 = np.median(np.asarray([s[k] for s in raw["r2"]]), 0)
         lag = int(k[-1]) if k != "s_next" else 0
