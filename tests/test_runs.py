@@ -103,6 +103,18 @@ def test_load_run_reads_config_metrics_and_models(smoke_run):
     assert len(run.results["members"]["loss"]) == 2 and run.results["eta"] > 0
 
 
+def test_load_run_reads_a_run_made_before_the_study_gained_a_key(smoke_run, tmp_path):
+    import shutil
+
+    old = tmp_path / "old-run"
+    shutil.copytree(smoke_run[0], old)
+    cfg = json.loads((old / "config.json").read_text())
+    del cfg["x_half_width"]  # as if the key had been added to the study since
+    (old / "config.json").write_text(json.dumps(cfg))
+    run = load_run(old)
+    assert run.config.x_half_width == type(run.config)().x_half_width and run.config.steps == 200
+
+
 def test_report_is_self_contained_with_claims_first(smoke_run):
     html = (smoke_run[0] / "report.html").read_text()
     assert html.index("findings-table") < html.index("checks-table") < html.index('id="figures"') < html.index('id="config"')
