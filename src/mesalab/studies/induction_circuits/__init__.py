@@ -54,10 +54,12 @@ from mesalab.studies.induction_circuits.config import (
 )
 from mesalab.studies.induction_circuits.parts import (
     CONDITIONS,
+    PHASE_LOSS,
     class_grid,
     conditions,
     head_analysis,
     label_grid,
+    phase_steps,
 )
 from mesalab.studies.protocol import RunContext
 
@@ -91,6 +93,7 @@ __all__ = [
     "experiment",
     "figures",
     "model_of",
+    "phase_steps",
     "run",
     "training",
 ]

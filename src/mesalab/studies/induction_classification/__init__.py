@@ -11,8 +11,9 @@ with the progress measures of analysis/heads.py on IC.
 
 Parts (parts.py, sweeps.py): `main` (the author's Fig. 3 setting: K = 256, B = 1, p_C = 0.8), `control` (the same
 with L = N), `burst` (B ∈ burst_values at p_C = 0, K = burst_classes: the data-dependence trade-off), the phase
-diagrams (a second K row, ε and Zipf α, the last two evaluated at each member's own value) and the
-phenomenological model. Rows: claims.py and claims_sweeps.py. At `--scale cpu` the content and position codes are
+diagrams (a second K row, ε and Zipf α, the last two evaluated at each member's own value), `transience` (Singh et
+al. 2023: ICL emerging then fading where in-weights learning also pays, with and without L2; transience.py; paper
+scale only by default) and the phenomenological model. Rows: claims.py and claims_sweeps.py. At `--scale cpu` the content and position codes are
 narrower (D = 31, Nmax = 12 > N = 8: 56-wide tokens instead of 128, a random position offset in {0, …, 8}) and Adam
 replaces the author's SGD at 0.01, which needs ~10⁵ steps; `--scale paper` is the author's setting.
 """
@@ -31,6 +32,7 @@ from mesalab.studies.induction_classification.parts import (  # noqa: F401
     EVAL_SEED, EVAL_SETS, eval_metrics, phenomenology, train_part,
 )
 from mesalab.studies.induction_classification.sweeps import HALF_WAY, burstiness, first_step_at, phase_diagrams
+from mesalab.studies.induction_classification.transience import run_transience
 from mesalab.studies.protocol import RunContext
 
 NAME = "induction-classification"
@@ -47,6 +49,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         out["control"] = train_part(cfg, ctx, "control-l-eq-n", cfg.control_task(), cfg.seeds, cfg.steps)
     out["burst"] = burstiness(cfg, ctx)
     out["phase"] = phase_diagrams(cfg, ctx)
+    out["transience"] = run_transience(cfg, ctx)
     out["phenomenology"] = phenomenology(cfg)
     out["notes"] = notes(cfg)
     return out

@@ -19,6 +19,7 @@ from mesalab.analysis.transitions import lead, rise_from, transitions
 from mesalab.studies.induction_classification.claims_sweeps import finite, identifiable_eps, sweep_rows  # noqa: F401
 from mesalab.studies.induction_classification.config import Config
 from mesalab.studies.induction_classification.parts import finals
+from mesalab.studies.induction_classification.transience import transience_rows
 from mesalab.studies.verdicts import (
     Claim, DefinitionChange, Learned, at_least, at_most, below, check, cross_entropy_convergence, finding, per_seed, within,
 )
@@ -214,4 +215,4 @@ def phenomenology_rows(cfg: Config, r: dict[str, Any]) -> list[Claim]:
 
 def claims(cfg: Config, r: dict[str, Any]) -> list[Claim]:
     """Every row of the study, in the report's order."""
-    return main_rows(cfg, r) + sweep_rows(cfg, r) + phenomenology_rows(cfg, r)
+    return main_rows(cfg, r) + sweep_rows(cfg, r) + transience_rows(cfg, r) + phenomenology_rows(cfg, r)

@@ -9,6 +9,7 @@ from mesalab.config import (
     tuple_of,
 )
 from mesalab.models.transformer import TransformerConfig
+from mesalab.studies.induction_classification.transience import transience_task
 from mesalab.studies.protocol import Experiment
 from mesalab.tasks.classification import ClassificationConfig
 from mesalab.train import TrainConfig
@@ -22,7 +23,8 @@ class Config:
     which only use final accuracies), eval_size (sequences per test set), seeds. burst_*: the burstiness sweep
     (p_novel = 0, B = burst_values, K = burst_classes). phase_*: the other phase-diagram axes around the burstiness
     sweep's task at B = phase_burstiness: a second K row (phase_classes × burst_values), ε ∈ phase_eps and Zipf
-    α ∈ phase_alpha (ε and α are per-member task values, so each of those sweeps is one vmapped ensemble)."""
+    α ∈ phase_alpha (ε and α are per-member task values, so each of those sweeps is one vmapped ensemble).
+    transience_*: the transience part (transience.py), off at transience_steps = 0 (the cpu preset)."""
 
     n_classes: int = 256
     n_labels: int = 32
@@ -59,11 +61,24 @@ class Config:
     phase_alpha: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5)
     phase_seeds: int = 4
     phase_steps: int = 2000
+    # Transience (transience.py; Singh et al. 2023): off at 0 steps. Chan et al.'s p_B = 0.9 and Zipf α = 1 for
+    # the non-bursty rest, λ the L2 coefficient of the second ensemble.
+    transience_steps: int = 0
+    transience_seeds: int = 4
+    transience_chunk_steps: int = 1000
+    transience_l2: float = 1e-4
+    transience_p_bursty: float = 0.9
+    transience_alpha: float = 1.0
 
     RULES = {
         **dict.fromkeys(("n_classes", "n_labels", "dim", "max_pairs", "steps", "batch_size", "chunk_steps",
                          "sweep_chunk_steps", "eval_size", "seeds", "burst_classes", "burst_seeds", "burst_steps",
-                         "phase_classes", "phase_seeds", "phase_steps"), POSITIVE_INT),
+                         "phase_classes", "phase_seeds", "phase_steps", "transience_seeds",
+                         "transience_chunk_steps"), POSITIVE_INT),
+        "transience_steps": NONNEGATIVE_INT.note("0: the transience part is not run"),
+        "transience_l2": POSITIVE,
+        "transience_p_bursty": FRACTION,
+        "transience_alpha": NONNEGATIVE,
         "n_pairs": integer(2),
         **dict.fromkeys(("burstiness", "phase_burstiness"), NONNEGATIVE_INT.note("0: non-bursty")),
         "eps": NONNEGATIVE,
@@ -94,6 +109,9 @@ class Config:
             with inner_keys(self, {**sweep_keys, "n_classes": "phase_classes"},
                             where=f"the phase diagram's task at K = {self.phase_classes}, B = {b}"):
                 self.burst_task(b, self.phase_classes)
+        with inner_keys(self, {**task_keys, "p_bursty": "transience_p_bursty", "zipf_alpha": "transience_alpha"},
+                        where="the transience part's task"):
+            transience_task(self)
         with inner_keys(self, {**sweep_keys, "burstiness": "phase_burstiness"},
                         where=f"the phase diagrams' task at B = {self.phase_burstiness}"):
             self.burst_task(self.phase_burstiness)
@@ -123,13 +141,15 @@ PRESETS = {
     "smoke": Config(n_classes=64, n_labels=16, n_pairs=4, dim=15, max_pairs=6, steps=60, chunk_steps=20,
                     sweep_chunk_steps=20, eval_size=64, seeds=4, burst_values=(0, 2), burst_classes=64,
                     burst_seeds=1, burst_steps=40, phase_classes=64, phase_eps=(0.0, 0.8),
-                    phase_alpha=(0.0, 1.0, 1.5), phase_seeds=1, phase_steps=40),
+                    phase_alpha=(0.0, 1.0, 1.5), phase_seeds=1, phase_steps=40, transience_steps=40,
+                    transience_seeds=2, transience_chunk_steps=20),
     "cpu": Config(),
     # The author's setting: D = 63, Nmax = 32 (128-wide tokens), plain SGD at 0.01 with decay 1e-6 per step, 150k
     # steps, 6 seeds (a GPU setting).
     "paper": Config(dim=63, max_pairs=32, optimizer="sgd", lr=0.01, weight_decay=1e-4, steps=150_000,
                     chunk_steps=1000, sweep_chunk_steps=5000, eval_size=10_000, seeds=6, burst_classes=512,
-                    burst_seeds=6, burst_steps=150_000, phase_seeds=6, phase_steps=150_000),
+                    burst_seeds=6, burst_steps=150_000, phase_seeds=6, phase_steps=150_000,
+                    transience_steps=300_000, transience_seeds=6, transience_chunk_steps=2000),
 }
 
 

@@ -69,6 +69,9 @@ def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
     if phase:
         out.append(_phase_figure(cfg, r, phase, ctx))
 
+    if r.get("transience"):
+        out.append(_transience_figure(cfg, r["transience"], ctx))
+
     ph = r["phenomenology"]
     f, (ax1, ax2) = fig.subplots(1, 2, figsize=(11, 4))
     cs = ax1.contourf(ph["xis"], ph["alphas"], np.asarray(ph["landscape"]), levels=30, cmap="viridis")
@@ -128,3 +131,17 @@ def _phase_figure(cfg: Any, r: dict[str, Any], phase: dict[str, Any], ctx: RunCo
                   "items of one class overlap less than unrelated items (1/(1+ε²) < 1/√D). The ε and α points are "
                   "evaluated on test sets drawn at each member's own ε or α; the K × B grid on its own task's test "
                   "sets.")
+
+
+def _transience_figure(cfg: Any, part: dict[str, Any], ctx: RunContext) -> Figure:
+    f, axes = fig.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, key, title in ((axes[0], "no_l2", "without L2"), (axes[1], "l2", f"with L2 (λ = {part['l2']['l2']})")):
+        band(ax, part[key], "ic_accuracy", "ICL: IC (novel classes)", "tab:blue")
+        band(ax, part[key], "iw_accuracy", "IWL: IW (no exemplar in context)", "tab:orange")
+        ax.axhline(part["baseline"], color="black", ls=":", lw=1)
+        ax.set(xlabel="step", ylabel="accuracy", title=f"Transience {title}")
+        ax.legend(fontsize=8)
+    fig.save(f, ctx.figures_dir / "transience.png")
+    return Figure("transience.png", "Transience of ICL (Singh et al. 2023)",
+                  "Without L2, IC accuracy should rise, then fall back toward 1/N (dotted) as IW accuracy takes over; "
+                  "with L2 it should stay up.")
