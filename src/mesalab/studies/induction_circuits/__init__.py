@@ -36,6 +36,11 @@ at lr 1e-3 fewer classes are what brings the one-head model off its plateau: K =
 30,000 steps, K = 5 in all 4 (by 13,500), each an abrupt drop after a flat plateau. So the cpu preset is K = 5, Adam
 1e-3, 20,000 unclamped steps (about 1.5 times the latest probe transition); the class grid doubles K twice (5, 10,
 20) as the authors' 50 / 100 / 200, and the label grid is theirs (5, 10, 15).
+
+Transience (the issue's "beyond the paper": Singh et al. 2023, ICL fading where in-weights learning also pays, and
+L2 keeping it) needs a task where labels stay with their classes, which this one forbids by design (labels are
+reassigned per sequence). It is the `transience` part of study S4 `induction-classification` (its transience.py),
+whose task has both strategies, and it runs at `--scale paper` there (or with `--set transience_steps=N`).
 """
 
 from __future__ import annotations
