@@ -291,3 +291,17 @@ def test_a_few_trainer_steps_lower_the_loss(attention, tmp_path):
     for a, b in zip(jax.tree_util.tree_leaves(eqx.filter(load_models(tmp_path), eqx.is_array)),
                     jax.tree_util.tree_leaves(eqx.filter(result.models, eqx.is_array))):
         np.testing.assert_array_equal(a, b)
+
+
+def test_weight_accessors_name_a_layer_without_attention_weights():
+    from mesalab.models import weights
+
+    m = Transformer(MIXED, key=jax.random.PRNGKey(0))
+    for layer, kind in ((0, "NGram"), (1, "LSTM"), (2, "")):
+        with pytest.raises(ValueError, match=f"layer {layer} is a {kind}.*no attention weights"):
+            weights.qk(m, layer, 0)
+    assert weights.qk(m, 3, 1).shape == (8, 8)
+    with pytest.raises(ValueError, match="head = 2 is out of range; layer 3 has 2 heads"):
+        weights.W_Q(m, 3, 2)
+    with pytest.raises(ValueError, match="layer = 4 is out of range"):
+        weights.W_V(m, 4, 0)

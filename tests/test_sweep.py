@@ -76,7 +76,7 @@ def test_a_stopped_sweep_trains_only_the_missing_points(tmp_path):
                                   first.sort_values(["lr", "seed", "step", "metric"]).reset_index(drop=True))
 
 
-def test_cli_sweep_prints_a_summary_and_writes_the_table(tmp_path):
+def test_cli_sweep_prints_a_summary_and_writes_the_table(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from mesalab.cli import app
@@ -89,8 +89,10 @@ def test_cli_sweep_prints_a_summary_and_writes_the_table(tmp_path):
     assert (tmp_path / "sweep.parquet").exists()
     again = CliRunner(env={"COLUMNS": "200"}).invoke(app, args)
     assert "already done" in again.output
+    monkeypatch.chdir(tmp_path / "parts")
     bad = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["sweep", "gd-equivalence", "--grid", "lrr=1"])
     assert bad.exit_code == 2 and "valid keys" in bad.output
+    assert not (tmp_path / "parts" / "runs").exists()  # without --out, no folder is made for a sweep that cannot run
 
 
 def test_a_diverging_point_is_frozen_and_marked_not_fatal(tmp_path):

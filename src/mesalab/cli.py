@@ -238,10 +238,8 @@ def sweep(
 ) -> None:
     """Train a grid of configs × seeds; points that share a compiled program train as one ensemble. Run it again
     with the same --out to finish a sweep that was stopped: finished ensembles are not trained again."""
-    from mesalab import store
     from mesalab.sweep import run_sweep
 
-    out = out or store.new_run_dir(f"sweep-{study}", None)
     con = console()
 
     def report_unit(unit, trained: bool) -> None:
@@ -253,6 +251,7 @@ def sweep(
                           gpus_per_task=gpus_per_task, cpus_per_task=cpus_per_task, on_unit=report_unit)
     except (ConfigError, UnknownStudyError) as e:
         fail(str(e))
+    out = Path(table.attrs["out"])
     final = table[table.step == table.step.max()]
     keys = [g.split("=", 1)[0].strip() for g in grid]
     summary = final.groupby(keys + ["metric"]).value.agg(["mean", "std"]).reset_index()

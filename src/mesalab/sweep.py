@@ -135,7 +135,7 @@ def ray_task_options(gpus_per_task: float = 0.0, cpus_per_task: float | None = N
 
 
 def run_sweep(study_name: str, scale: str, grid_items: list[str], *, seeds: int | None = None,
-              sets: list[str] | None = None, out: str | Path, ray_address: str | None = None,
+              sets: list[str] | None = None, out: str | Path | None, ray_address: str | None = None,
               gpus_per_task: float = 0.0, cpus_per_task: float | None = None,
               stop_after: int | None = None, on_unit: Callable[[Unit, bool], None] | None = None) -> pd.DataFrame:
     """Run (or resume) a sweep; returns the joined table, also written to <out>/sweep.parquet.
@@ -143,7 +143,9 @@ def run_sweep(study_name: str, scale: str, grid_items: list[str], *, seeds: int 
     ray_address: None runs every unit in this process; "local" starts a Ray instance on this machine; anything
     else is the address of a running cluster. gpus_per_task, cpus_per_task: what each Ray task asks for
     (`ray_task_options`; only with ray_address). stop_after: stop after that many newly trained units (as if
-    killed). on_unit(unit, trained): called for every unit, with trained=False for units already on disk."""
+    killed). on_unit(unit, trained): called for every unit, with trained=False for units already on disk.
+    out=None: a new folder runs/sweep-<study>-<timestamp>, created only once the options and grid are valid. The
+    table's attrs["out"] is the sweep folder."""
     options = ray_task_options(gpus_per_task, cpus_per_task)  # checked before anything is trained
     if options and ray_address is None:
         raise ConfigError("--gpus-per-task and --cpus-per-task are what each Ray task asks for; add --ray ADDRESS "
@@ -151,7 +153,7 @@ def run_sweep(study_name: str, scale: str, grid_items: list[str], *, seeds: int 
     study = get_study(study_name)
     base = study_config(study_name, scale, sets, seeds)
     units = plan(study_name, base, parse_grid(study.Config, grid_items))
-    out = Path(out)
+    out = store.new_run_dir(f"sweep-{study_name}", None) if out is None else Path(out)
     parts = out / "parts"
     store.write_json(out / "sweep.json", {"study": study_name, "scale": scale, "grid": grid_items,
                                           "base": to_dict(base), "units": [u.id for u in units]})
@@ -175,6 +177,7 @@ def run_sweep(study_name: str, scale: str, grid_items: list[str], *, seeds: int 
     done = [pd.read_parquet(parts / f"{u.id}.parquet") for u in units if (parts / f"{u.id}.parquet").exists()]
     table = pd.concat(done, ignore_index=True) if done else pd.DataFrame()
     store.write_parquet(out / "sweep.parquet", table)
+    table.attrs["out"] = str(out)
     return table
 
 

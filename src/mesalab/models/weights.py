@@ -17,22 +17,37 @@ import jax.numpy as jnp
 from mesalab.models.transformer import Transformer
 
 
+def attention(model: Transformer, layer: int, head: int | None = None):
+    """Layer `layer`'s attention module, with a clear error for a layer out of range, a head out of range, or a
+    mixer without query/key/value weights (an LSTM, a selective SSM or a hard-wired n-gram layer)."""
+    n = len(model.blocks)
+    if not -n <= layer < n:
+        raise ValueError(f"layer = {layer} is out of range; the model has {n} layers (0 … {n - 1})")
+    attn = model.blocks[layer].attn
+    if not hasattr(attn, "W_Q"):
+        raise ValueError(f"layer {layer} is a {type(attn).__name__}, which has no attention weights (W_Q, W_K, W_V, "
+                         "W_O); the weight accessors apply to softmax, linear and mesa layers")
+    if head is not None and not -attn.W_Q.shape[0] <= head < attn.W_Q.shape[0]:
+        raise ValueError(f"head = {head} is out of range; layer {layer} has {attn.W_Q.shape[0]} heads")
+    return attn
+
+
 def W_Q(model: Transformer, layer: int, head: int) -> jax.Array:
     """[d_model, d_head] (row convention: q = e @ W_Q)."""
-    return model.blocks[layer].attn.W_Q[head]
+    return attention(model, layer, head).W_Q[head]
 
 
 def W_K(model: Transformer, layer: int, head: int) -> jax.Array:
-    return model.blocks[layer].attn.W_K[head]
+    return attention(model, layer, head).W_K[head]
 
 
 def W_V(model: Transformer, layer: int, head: int) -> jax.Array:
-    return model.blocks[layer].attn.W_V[head]
+    return attention(model, layer, head).W_V[head]
 
 
 def W_O(model: Transformer, layer: int, head: int) -> jax.Array:
     """[d_head, d_model]; the papers' projection P is W_Oᵀ (a slice of the identity without an output projection)."""
-    return model.blocks[layer].attn.output_matrix[head]
+    return attention(model, layer, head).output_matrix[head]
 
 
 def qk(model: Transformer, layer: int, head: int) -> jax.Array:
@@ -47,18 +62,20 @@ def ov(model: Transformer, layer: int, head: int) -> jax.Array:
 
 def all_qk(model: Transformer) -> jax.Array:
     """[layer, head, d_model, d_model] stack of `qk`."""
-    return jnp.stack([jnp.einsum("hmd,hnd->hmn", b.attn.W_K, b.attn.W_Q) for b in model.blocks])
+    attns = [attention(model, i) for i in range(len(model.blocks))]
+    return jnp.stack([jnp.einsum("hmd,hnd->hmn", a.W_K, a.W_Q) for a in attns])
 
 
 def all_ov(model: Transformer) -> jax.Array:
     """[layer, head, d_model, d_model] stack of `ov`."""
-    return jnp.stack([jnp.einsum("hmd,hdn->hnm", b.attn.W_V, b.attn.output_matrix) for b in model.blocks])
+    attns = [attention(model, i) for i in range(len(model.blocks))]
+    return jnp.stack([jnp.einsum("hmd,hdn->hnm", a.W_V, a.output_matrix) for a in attns])
 
 
 def remove_head(model: Transformer, layer: int, head: int) -> Transformer:
     """Surgery: a copy of `model` whose head writes nothing (its rows of W_O are zero; its W_V when the layer has
     no output projection)."""
-    attn = model.blocks[layer].attn
+    attn = attention(model, layer, head)
     if attn.W_O is None:
         return eqx.tree_at(lambda m: m.blocks[layer].attn.W_V, model, attn.W_V.at[head].set(0.0))
     return eqx.tree_at(lambda m: m.blocks[layer].attn.W_O, model, attn.W_O.at[head].set(0.0))
@@ -66,7 +83,7 @@ def remove_head(model: Transformer, layer: int, head: int) -> Transformer:
 
 def set_head(model: Transformer, layer: int, head: int, *, W_Q=None, W_K=None, W_V=None, W_O=None) -> Transformer:
     """Surgery: a copy of `model` with some of one head's matrices replaced (row convention, per-head shapes)."""
-    attn = model.blocks[layer].attn
+    attn = attention(model, layer, head)
     for name, new in (("W_Q", W_Q), ("W_K", W_K), ("W_V", W_V), ("W_O", W_O)):
         if new is not None:
             old = getattr(attn, name)
