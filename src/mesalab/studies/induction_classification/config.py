@@ -61,9 +61,11 @@ class Config:
     phase_alpha: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5)
     phase_seeds: int = 4
     phase_steps: int = 2000
-    # Transience (transience.py; Singh et al. 2023): off at 0 steps. Chan et al.'s p_B = 0.9 and Zipf α = 1 for
-    # the non-bursty rest, λ the L2 coefficient of the second ensemble.
+    # Transience (transience.py; Singh et al. 2023): off at 0 steps. Chan et al.'s 1,600 classes (Omniglot, which
+    # Singh et al. train on), p_B = 0.9 and Zipf α = 1 for the non-bursty rest; λ the L2 coefficient of the second
+    # ensemble.
     transience_steps: int = 0
+    transience_classes: int = 1600
     transience_seeds: int = 4
     transience_chunk_steps: int = 1000
     transience_l2: float = 1e-4
@@ -73,7 +75,7 @@ class Config:
     RULES = {
         **dict.fromkeys(("n_classes", "n_labels", "dim", "max_pairs", "steps", "batch_size", "chunk_steps",
                          "sweep_chunk_steps", "eval_size", "seeds", "burst_classes", "burst_seeds", "burst_steps",
-                         "phase_classes", "phase_seeds", "phase_steps", "transience_seeds",
+                         "phase_classes", "phase_seeds", "phase_steps", "transience_seeds", "transience_classes",
                          "transience_chunk_steps"), POSITIVE_INT),
         "transience_steps": NONNEGATIVE_INT.note("0: the transience part is not run"),
         "transience_l2": POSITIVE,
@@ -109,7 +111,8 @@ class Config:
             with inner_keys(self, {**sweep_keys, "n_classes": "phase_classes"},
                             where=f"the phase diagram's task at K = {self.phase_classes}, B = {b}"):
                 self.burst_task(b, self.phase_classes)
-        with inner_keys(self, {**task_keys, "p_bursty": "transience_p_bursty", "zipf_alpha": "transience_alpha"},
+        with inner_keys(self, {**task_keys, "n_classes": "transience_classes", "p_bursty": "transience_p_bursty",
+                               "zipf_alpha": "transience_alpha"},
                         where="the transience part's task"):
             transience_task(self)
         with inner_keys(self, {**sweep_keys, "burstiness": "phase_burstiness"},
@@ -141,7 +144,7 @@ PRESETS = {
     "smoke": Config(n_classes=64, n_labels=16, n_pairs=4, dim=15, max_pairs=6, steps=60, chunk_steps=20,
                     sweep_chunk_steps=20, eval_size=64, seeds=4, burst_values=(0, 2), burst_classes=64,
                     burst_seeds=1, burst_steps=40, phase_classes=64, phase_eps=(0.0, 0.8),
-                    phase_alpha=(0.0, 1.0, 1.5), phase_seeds=1, phase_steps=40, transience_steps=40,
+                    phase_alpha=(0.0, 1.0, 1.5), phase_seeds=1, phase_steps=40, transience_steps=40, transience_classes=64,
                     transience_seeds=2, transience_chunk_steps=20),
     "cpu": Config(),
     # The author's setting: D = 63, Nmax = 32 (128-wide tokens), plain SGD at 0.01 with decay 1e-6 per step, 150k
