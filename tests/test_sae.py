@@ -17,7 +17,7 @@ from mesalab.analysis.sae import (
     SAE, SAEConfig, adam, init_sae, init_state, member_step, remove_parallel_grad, resample_member, site_activations,
     train_saes,
 )
-from mesalab.analysis.sae_io import read_sae, write_ensemble, write_sae
+from mesalab.analysis.sae_io import hook_name_of, read_sae, write_ensemble, write_sae
 from mesalab.config import ConfigError
 from mesalab.models import Transformer, TransformerConfig
 from mesalab.tasks import CopyingConfig
@@ -112,6 +112,10 @@ def test_dfa_sums_to_the_pre_activation_less_the_bias_terms(model):
     assert (q, s, h) == (tokens.shape[0], tokens.shape[0], MODEL.n_heads)
     np.testing.assert_allclose(out["dfa"].sum((1, 2)) + out["bias"], out["pre"], atol=1e-5)
     assert np.all(np.asarray(out["dfa"])[np.triu_indices(q, 1)] == 0)  # causal: no attribution to later tokens
+    # every feature at once, summed over heads, batched: the same numbers
+    _, cache = model.run_with_cache(tokens, ["blocks.1.attn.hook_pattern", "blocks.1.attn.hook_v"])
+    every = sm.dfa_by_source(cache["blocks.1.attn.hook_pattern"][None], cache["blocks.1.attn.hook_v"][None], sae.W_enc)
+    np.testing.assert_allclose(every[0, :, :, 5], out["dfa"].sum(-1), atol=1e-6)
 
 
 def test_sae_lens_layout_round_trips_without_sae_lens(tmp_path):
@@ -119,24 +123,31 @@ def test_sae_lens_layout_round_trips_without_sae_lens(tmp_path):
     sae = eqx.tree_at(lambda s: s.b_enc, sae, jnp.arange(64, dtype=jnp.float32))
     folder = write_sae(tmp_path / "one", sae, SITE, model_name="tiny", context_size=TASK.seq_len)
     cfg = json.loads((folder / "cfg.json").read_text())
-    assert {k: cfg[k] for k in ("hook_name", "d_in", "d_sae", "reshape_activations", "architecture", "dtype",
-                                "device", "apply_b_dec_to_input", "normalize_activations", "hook_layer")} == {
-        "hook_name": SITE, "d_in": D_IN, "d_sae": 64, "reshape_activations": "hook_z", "architecture": "standard",
-        "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": True, "normalize_activations": "none",
-        "hook_layer": 1}
+    # SAELens ≥ 6's layout: the SAEConfig fields at the top level, hook and model under metadata
+    assert {k: cfg[k] for k in ("d_in", "d_sae", "reshape_activations", "architecture", "dtype", "device",
+                                "apply_b_dec_to_input", "normalize_activations")} == {
+        "d_in": D_IN, "d_sae": 64, "reshape_activations": "hook_z", "architecture": "standard", "dtype": "float32",
+        "device": "cpu", "apply_b_dec_to_input": True, "normalize_activations": "none"}
+    meta = cfg["metadata"]
+    assert (meta["hook_name"], meta["model_name"], meta["context_size"]) == (SITE, "tiny", TASK.seq_len)
+    assert int(meta["sae_lens_version"].split(".")[0]) >= 6  # SAELens's loader then reads the file as written
     with safe_open(str(folder / "sae_weights.safetensors"), framework="numpy") as f:
         stored = {k: f.get_tensor(k) for k in f.keys()}
     assert {k: v.shape for k, v in stored.items()} == {"W_enc": (D_IN, 64), "b_enc": (64,), "W_dec": (64, D_IN),
                                                        "b_dec": (D_IN,)}
     for name in stored:
         np.testing.assert_array_equal(stored[name], np.asarray(getattr(sae, name)))
-    back, _ = read_sae(folder)
+    back, back_cfg = read_sae(folder)
+    assert hook_name_of(back_cfg) == SITE
     for a, b in zip(jax.tree_util.tree_leaves(back), jax.tree_util.tree_leaves(sae), strict=True):
         np.testing.assert_array_equal(a, b)
+    flat = {k: v for k, v in cfg.items() if k != "metadata"} | {"hook_name": SITE}  # a pre-6 SAELens cfg.json
+    (folder / "cfg.json").write_text(json.dumps(flat))
+    assert hook_name_of(read_sae(folder)[1]) == SITE
     stacked = jax.tree_util.tree_map(lambda *a: jnp.stack(a), sae, back)
     paths = write_ensemble(tmp_path / "ens", stacked, SITE, [(0.1, 0), (0.1, 1)])
     assert [p.name for p in paths] == ["l1_0.1-seed_0", "l1_0.1-seed_1"]
-    assert json.loads((paths[1] / "cfg.json").read_text())["mesalab"] == {"l1_coeff": 0.1, "seed": 1, "member": 1}
+    assert json.loads((paths[1] / "cfg.json").read_text())["metadata"]["mesalab"] == {"l1_coeff": 0.1, "seed": 1, "member": 1}
 
 
 def test_resampling_revives_a_dead_feature(model):

@@ -11,7 +11,9 @@ The SAE (reference §5.2):
 with w_i = 1 (Kissane) or w_i = ‖W_dec[i]‖ (SAELens's StandardSAE, `l1_weighting="decoder_norm"`). x is one layer's
 `blocks.{l}.attn.hook_z` [pos, head, d_head] concatenated over heads, d_in = n_heads·d_head (reference §5.1). The
 decoder rows are kept at unit norm: before each optimizer step the gradient component parallel to each row is
-removed, after it the rows are renormalised (Kissane's `make_decoder_weights_and_grad_unit_norm`). Because the
+removed, after it the rows are renormalised (Kissane's `make_decoder_weights_and_grad_unit_norm` renormalises just
+before the step instead, so his forward pass sees the rows as the previous step left them, off unit norm by one
+step's update; here every forward pass sees unit rows, as SAELens's `set_decoder_norm_to_unit_norm` after the step). Because the
 rows are unit norm after every step, the two L1 weightings give the same loss and the same projected gradient;
 the option exists so the loss reads as SAELens's does. Adam with β₁ = 0, β₂ = 0.9999 (lr 1.2e-3); W_enc and W_dec
 Kaiming-uniform, W_dec rows then normalised, biases zero (b_dec's geometric-median init is not offered).
@@ -274,7 +276,9 @@ class SAEResult:
 
 
 def init_state(cfg: SAEConfig, d_in: int, data_seed: int = 0) -> dict:
-    """The training state: stacked SAEs and Adam states, per-member counters, the shared data key."""
+    """The training state: stacked SAEs and Adam states, per-member counters, the shared data key, and each member's
+    λ ("l1", from cfg.members; data, not a constant of the program, so one compiled program serves any λ, e.g. a
+    vmap over models that each get their own)."""
     members = cfg.members
     keys = jnp.stack([jax.random.fold_in(jax.random.PRNGKey(s), 2) for _, s in members])
     saes = jax.vmap(lambda k: init_sae(d_in, cfg.expansion * d_in, key=k))(keys)
@@ -283,7 +287,8 @@ def init_state(cfg: SAEConfig, d_in: int, data_seed: int = 0) -> dict:
             "fired": jnp.zeros((e, d_sae), jnp.int32), "tokens": jnp.zeros((), jnp.int32),
             "since": jnp.zeros(e, jnp.int32), "step": jnp.zeros((), jnp.int32),
             "resamples": jnp.zeros((), jnp.int32), "resampled": jnp.zeros(e, jnp.int32),
-            "seen": jnp.zeros((e, d_sae), jnp.int32), "seen_tokens": jnp.zeros((), jnp.int32)}
+            "seen": jnp.zeros((e, d_sae), jnp.int32), "seen_tokens": jnp.zeros((), jnp.int32),
+            "l1": jnp.asarray([l1 for l1, _ in members], jnp.float32)}
 
 
 @functools.lru_cache(maxsize=64)
@@ -291,8 +296,6 @@ def chunk_program(cfg: SAEConfig, task: Any, n_steps: int) -> Callable:
     """jit((state, model) -> (state, per-step metrics {name: [n_steps, E]})): n_steps SAE steps in one lax.scan,
     each drawing a batch from `task`, running the frozen model for the site's activations, stepping every member
     (vmap) and resampling when due. Cached per (config, task, length), so continuing a run compiles nothing new."""
-    l1s = jnp.asarray([l1 for l1, _ in cfg.members], jnp.float32)
-
     def acts(model, key):
         return jax.lax.stop_gradient(site_activations(model, cfg.site, task.sample(key, cfg.batch_size).inputs,
                                                       cfg.positions))
@@ -312,7 +315,7 @@ def chunk_program(cfg: SAEConfig, task: Any, n_steps: int) -> Callable:
         key, sub = jax.random.split(state["key"])
         x = acts(model, sub)
         sae, opt, since, out = jax.vmap(lambda s, o, si, l1: member_step(cfg, s, o, si, l1, x, state["step"]))(
-            state["sae"], state["opt"], state["since"], l1s)
+            state["sae"], state["opt"], state["since"], state["l1"])
         fired = jnp.sum(out.pop("fired"), axis=1)
         state = {**state, "sae": sae, "opt": opt, "since": since, "key": key, "step": state["step"] + 1,
                  "fired": state["fired"] + fired, "tokens": state["tokens"] + x.shape[0],

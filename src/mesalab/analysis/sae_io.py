@@ -1,19 +1,21 @@
 """SAEs on disk in SAELens's layout, so SAELens tools (`SAE.load_from_disk(folder)`) open them
-(/work/shared/reference/induction.md §5.4; SAELens `loading/pretrained_sae_loaders.py`: sae_lens_disk_loader,
-handle_config_defaulting; `saes/sae.py`: SAEConfig, SAEMetadata).
+(/work/shared/reference/induction.md §5.4; SAELens ≥ 6 `saes/sae.py`: SAEConfig.to_dict, SAEMetadata, save_model;
+`loading/pretrained_sae_loaders.py`: sae_lens_disk_loader, handle_config_defaulting, handle_pre_6_0_config).
 
 A folder per SAE holds
 
-    cfg.json                 d_in, d_sae, dtype, device, apply_b_dec_to_input, normalize_activations,
-                             reshape_activations ("hook_z" for hook_z sites), architecture "standard", hook_name,
-                             and the other keys SAELens reads (model_name, hook_layer, hook_head_index,
-                             activation_fn, context_size, prepend_bos, ...), plus "mesalab" (how it was trained)
+    cfg.json                 SAELens 6's layout (what its `save_model` writes): the SAEConfig fields at the top level
+                             (d_in, d_sae, dtype, device, apply_b_dec_to_input, normalize_activations,
+                             reshape_activations = "hook_z" for hook_z sites), architecture "standard", and
+                             "metadata" {sae_lens_version, hook_name, model_name, hook_head_index, context_size,
+                             prepend_bos, ...; "mesalab": how it was trained}
     sae_weights.safetensors  W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in]
 
-The config is written flat, without a `sae_lens_version`: SAELens ≥ 6 then takes its pre-6.0 path
-(handle_pre_6_0_config), which keeps the SAEConfig fields, moves hook_name, model_name, context_size … into its
-metadata and sets reshape_activations from the hook name; SAELens 5 reads the flat keys directly. Hook names keep
-mesalab's site names, which are TransformerLens's (`blocks.1.attn.hook_z`). Both files are written atomically.
+metadata.sae_lens_version is the layout's version (SAELENS_LAYOUT), not a SAELens install: SAELens's loader reads
+it to choose its ≥ 6 path, which takes the file as written (SAEConfig.from_dict keeps the config fields and the
+whole metadata); a file without it would take the pre-6.0 path, which re-derives the metadata from flat keys.
+`read_sae` reads both this layout and the flat pre-6 one (hook_name at the top level). Hook names keep mesalab's
+site names, which are TransformerLens's (`blocks.1.attn.hook_z`). Both files are written atomically.
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ WEIGHTS_FILENAME = "sae_weights.safetensors"
 WEIGHT_NAMES = ("W_enc", "b_enc", "W_dec", "b_dec")
 
 
+SAELENS_LAYOUT = "6.0.0"  # the cfg.json layout written (SAELens ≥ 6: config fields at the top, the rest in metadata)
+
+
 def sae_lens_config(sae: SAE, hook_name: str, *, model_name: str = "mesalab", context_size: int | None = None,
                     extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The cfg.json of one SAE. extra: mesalab's own record (λ, seed, steps, …), stored under "mesalab"."""
-    layer = hook_name.split(".")[1] if hook_name.startswith("blocks.") else None
+    """The cfg.json of one SAE. extra: mesalab's own record (λ, seed, steps, …), stored as metadata["mesalab"]."""
     return {
-        "architecture": "standard",
         "d_in": int(sae.d_in),
         "d_sae": int(sae.d_sae),
         "dtype": "float32",
@@ -47,23 +50,28 @@ def sae_lens_config(sae: SAE, hook_name: str, *, model_name: str = "mesalab", co
         "apply_b_dec_to_input": True,
         "normalize_activations": "none",
         "reshape_activations": "hook_z" if hook_name.endswith("hook_z") else "none",
-        "hook_name": hook_name,
-        "hook_layer": int(layer) if layer is not None and layer.isdigit() else None,
-        "hook_head_index": None,
-        "model_name": model_name,
-        "activation_fn": "relu",
-        "activation_fn_kwargs": {},
-        "finetuning_scaling_factor": False,
-        "context_size": context_size,
-        "prepend_bos": False,
-        "dataset_path": "",
-        "dataset_trust_remote_code": False,
-        "sae_lens_training_version": None,
-        "neuronpedia_id": None,
-        "model_from_pretrained_kwargs": {},
-        "seqpos_slice": [None],
-        "mesalab": dict(extra or {}),
+        "architecture": "standard",
+        "metadata": {
+            "sae_lens_version": SAELENS_LAYOUT,
+            "sae_lens_training_version": None,
+            "model_name": model_name,
+            "hook_name": hook_name,
+            "hook_head_index": None,
+            "context_size": context_size,
+            "prepend_bos": False,
+            "dataset_path": "",
+            "dataset_trust_remote_code": False,
+            "model_from_pretrained_kwargs": {},
+            "seqpos_slice": [None],
+            "neuronpedia_id": None,
+            "mesalab": dict(extra or {}),
+        },
     }
+
+
+def hook_name_of(cfg: Mapping[str, Any]) -> str | None:
+    """The hook name of a cfg.json in either layout (SAELens ≥ 6: under metadata; before: at the top level)."""
+    return cfg.get("metadata", {}).get("hook_name", cfg.get("hook_name", cfg.get("hook_point")))
 
 
 def write_sae(folder: str | Path, sae: SAE, hook_name: str, **cfg: Any) -> Path:

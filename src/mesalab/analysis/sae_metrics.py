@@ -125,6 +125,14 @@ def dfa_from_cache(pattern: jax.Array, v: jax.Array, sae: SAE, feature: int | ja
     return jnp.einsum("hqs,sh->qsh", pattern, jnp.einsum("shd,hd->sh", v, w))
 
 
+def dfa_by_source(pattern: jax.Array, v: jax.Array, w_enc: jax.Array) -> jax.Array:
+    """DFA of every feature at once, summed over heads: [..., q, s, d_sae] from patterns [..., head, q, s], values
+    [..., s, head, d_head] and the encoder W_enc [head·d_head, d_sae] (dfa_from_cache for all features; leading batch
+    axes broadcast)."""
+    w = w_enc.reshape(v.shape[-2], v.shape[-1], -1)
+    return jnp.einsum("...hqs,...shf->...qsf", pattern, jnp.einsum("...shd,hdf->...shf", v, w))
+
+
 def direct_feature_attribution(model: Any, sae: SAE, layer: int, tokens: jax.Array,
                                feature: int | jax.Array) -> dict[str, jax.Array]:
     """DFA of one feature of an SAE on `blocks.{layer}.attn.hook_z`, for one sequence tokens [pos, d_in]:
