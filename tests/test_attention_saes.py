@@ -184,3 +184,17 @@ def test_from_run_must_be_an_induction_circuits_run(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ConfigError, match="induction-circuits"):
         with_run_keys(override(PRESETS["smoke"], from_run=str(tmp_path)))
+
+
+def test_cli_from_names_what_it_needs(tmp_path):
+    from typer.testing import CliRunner
+
+    from mesalab.cli import app
+
+    runner = CliRunner(env={"COLUMNS": "300"})
+    res = runner.invoke(app, ["run", "gd-equivalence", "--scale", "smoke", "--from", str(tmp_path)])
+    assert res.exit_code == 2 and "has no from_run key" in " ".join(res.output.split())
+    res = runner.invoke(app, ["run", "attention-saes", "--scale", "smoke", "--from", str(tmp_path / "missing"),
+                              "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2 and "Config.from_run = " in " ".join(res.output.split())
+    assert not (tmp_path / "out" / "run.json").exists()

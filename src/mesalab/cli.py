@@ -105,12 +105,25 @@ def run(
     progress: bool = typer.Option(True, help="show progress bars"),
     track: list[str] = typer.Option([], "--track", help="log metrics while training to tensorboard | wandb | mlflow "
                                     "(repeatable; needs that package, see `pip install \"mesalab[tracking]\"`)"),
+    from_run: Optional[Path] = typer.Option(None, "--from", help="analyse the models of this earlier run instead of "
+                                            "training them (studies with a from_run key, e.g. attention-saes)"),
 ) -> None:
     """Run a study: train, measure, judge its claims, draw figures, write the report, print the claims table."""
     from mesalab.studies.runner import run_study
     from mesalab.train import TrainingDiverged
     from mesalab.train.checkpoint import CheckpointError
 
+    if from_run is not None:
+        import dataclasses
+
+        try:
+            keys = {f.name for f in dataclasses.fields(get_study(study).Config)}
+        except UnknownStudyError as e:
+            fail(str(e))
+        if "from_run" not in keys:
+            fail(f"--from: study {study!r} trains its own models (it has no from_run key); studies that analyse an "
+                 "earlier run's models have one (see `mesalab config <study>`)")
+        set_ = [*set_, f"from_run={from_run}"]
     try:
         run_dir = run_study(study, scale, sets=set_, seeds=seeds or None, out=out, resume=resume, progress=progress,
                             config_file=config, track=track)
