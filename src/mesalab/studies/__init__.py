@@ -18,6 +18,10 @@ MODULES: dict[str, str] = {
     "induction-heads": "mesalab.studies.induction_heads",
     "induction-circuits": "mesalab.studies.induction_circuits",
     "sequential-functions": "mesalab.studies.sequential_functions",
+    "attention-saes": "mesalab.studies.attention_saes",
+    "in-context-language-learning": "mesalab.studies.in_context_language",
+    "repeated-data": "mesalab.studies.repeated_data",
+    "language-modelling": "mesalab.studies.language_modelling",
 }
 STUDIES = tuple(MODULES)
 DEFAULT_STUDY = "gd-equivalence"
