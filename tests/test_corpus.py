@@ -76,3 +76,22 @@ def test_a_byte_model_learns_the_corpus(folder):
                   TrainConfig(steps=60, batch_size=16, lr=1e-2, chunk_steps=30, eval_batch_size=64)).fit(1, progress=False)
     loss = res.history.query("metric == 'test_loss'").value.to_numpy()
     assert loss[-1] < 0.6 * np.log(256)  # far below a uniform guess over bytes
+
+
+def test_a_folder_is_streamed_not_loaded_whole(tmp_path, monkeypatch):
+    """With max_bytes, reading stops once both splits are full: the files after that are listed, never read; the
+    splits equal those of reading everything and cutting."""
+    import pathlib
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(200):
+        (folder / f"doc{i:03d}.txt").write_bytes(bytes([65 + i % 26]) * 100)
+    whole = load_splits(str(folder), "*.txt", 0.3, 0)
+    reads = []
+    original = pathlib.Path.read_bytes
+    monkeypatch.setattr(pathlib.Path, "read_bytes", lambda self: reads.append(self.name) or original(self))
+    capped = load_splits(str(folder), "*.txt", 0.3, 1000)
+    assert 0 < len(reads) < 60  # about 10 documents fill each split's 1,000 bytes, out of 200
+    for split in ("train", "validation"):
+        np.testing.assert_array_equal(capped[split], whole[split][:1000])

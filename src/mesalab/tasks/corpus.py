@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import sysconfig
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -104,54 +105,69 @@ def _in_validation(name: str, share: float) -> bool:
     return int(hashlib.sha1(name.encode()).hexdigest(), 16) / 2**160 < share
 
 
-def _documents(source: str, pattern: str) -> list[tuple[str, bytes]]:
-    """(name, bytes) of every document, in a fixed order."""
+def _documents(source: str, pattern: str) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    """(name, read) of every document, in a fixed order; `read()` loads its bytes. Files are listed first and read
+    only when `load_splits` asks, so a folder is never loaded whole when max_bytes caps the splits."""
     if source.startswith("hf:"):
-        return _hf_documents(source[3:])
+        yield from _hf_documents(source[3:])
+        return
     root = stdlib_root() if source == "stdlib" else Path(source).expanduser()
     if source == "stdlib":
         paths = [p for p in root.rglob("*.py") if "site-packages" not in p.relative_to(root).parts]
     elif root.is_dir():
         paths = [p for p in root.glob(pattern) if p.is_file()]
     elif root.is_file():
-        return [(root.name, root.read_bytes())]
+        paths = [root]
+        root = root.parent
     else:
         raise ConfigError(f"CorpusConfig.source = {source!r} is not allowed; expected 'stdlib', an existing file or "
                           "folder, or 'hf:NAME'")
-    docs = [(p.relative_to(root).as_posix(), p.read_bytes()) for p in sorted(paths)]
-    if not docs:
+    if not paths:
         raise ConfigError(f"CorpusConfig.files = {pattern!r} matches no file under {root}")
-    return docs
+    for p in sorted(paths):
+        yield p.relative_to(root).as_posix(), p.read_bytes
 
 
-def _hf_documents(name: str, limit_bytes: int = 200_000_000) -> list[tuple[str, bytes]]:
+def _hf_documents(name: str, limit_bytes: int = 200_000_000) -> Iterator[tuple[str, Callable[[], bytes]]]:
     """A Hugging Face dataset's "text" records, streamed (only when the user names one; never in tests)."""
     try:
         import datasets
     except ImportError as e:
         raise ConfigError(f"CorpusConfig.source = 'hf:{name}' needs the `datasets` package: pip install datasets") from e
-    docs, total = [], 0
+    total = 0
     for i, record in enumerate(datasets.load_dataset(name, split="train", streaming=True)):
         text = record["text"].encode()
-        docs.append((f"{name}/{i}", text))
+        yield f"{name}/{i}", lambda text=text: text
         total += len(text)
         if total >= limit_bytes:
-            break
-    return docs
+            return
 
 
 @functools.lru_cache(maxsize=4)
 def load_splits(source: str, pattern: str, valid_share: float, max_bytes: int) -> dict[str, np.ndarray]:
-    """{"train": uint8 array, "validation": uint8 array}: each split's documents joined by the separator byte."""
+    """{"train": uint8 array, "validation": uint8 array}: each split's documents joined by the separator byte, cut
+    to max_bytes (0: all). A document's split is decided from its name before it is read, and reading stops once
+    both splits hold max_bytes, so a large folder is streamed, not loaded whole. A single file is split by bytes:
+    its last valid_share is the validation split."""
     docs = _documents(source, pattern)
-    if len(docs) == 1:  # one file: its last valid_share of bytes is the validation split
-        data = docs[0][1]
+    first = next(docs)
+    second = next(docs, None)
+    if second is None:  # one file
+        data = first[1]()
         cut = int(len(data) * (1 - valid_share))
         parts = {"train": [data[:cut]], "validation": [data[cut:]]}
     else:
         parts = {"train": [], "validation": []}
-        for name, data in docs:
-            parts["validation" if _in_validation(name, valid_share) else "train"].append(data)
+        size = {"train": -1, "validation": -1}  # joined length so far (no separator before the first document)
+        for name, read in itertools.chain([first, second], docs):
+            split = "validation" if _in_validation(name, valid_share) else "train"
+            if max_bytes and size[split] >= max_bytes:
+                if all(n >= max_bytes for n in size.values()):
+                    break
+                continue
+            data = read()
+            parts[split].append(data)
+            size[split] += 1 + len(data)
     out = {}
     for split, chunks in parts.items():
         joined = bytes([SEPARATOR]).join(chunks)
