@@ -100,7 +100,8 @@ FINDINGS = ("ce-recovered", "single-head", "polysemantic", "induction-family", "
 
 def test_every_finding_passes_on_a_result_that_meets_it():
     rows = claims(CFG, results())
-    assert {r.id: r.verdict for r in rows if r.kind == "finding"} == dict.fromkeys(FINDINGS, "PASS")
+    assert {r.id: r.verdict for r in rows if r.kind == "finding"} == {**dict.fromkeys(FINDINGS, "PASS"),
+                                                                      "ngram-family": "NOT RUN"}  # no S8 run
     assert value_of(rows, "random-decoder").verdict == "PASS"
     assert value_of(rows, "timeline").measured == pytest.approx(0.0)  # onset 3000 at the phase change 3000
 
@@ -116,7 +117,7 @@ def test_every_finding_passes_on_a_result_that_meets_it():
 def test_each_finding_fails_where_its_statement_is_false(change, fails):
     rows = {r.id: r for r in claims(CFG, results(**change))}
     assert all(rows[k].verdict == "FAIL" for k in fails.split()), rows
-    assert all(r.verdict == "PASS" for k, r in rows.items() if r.kind == "finding" and k not in fails.split())
+    assert all(r.verdict == "PASS" for k, r in rows.items() if k in FINDINGS and k not in fails.split())
 
 
 def test_induction_heads_cannot_pass_when_s6_marks_nearly_every_head():
@@ -132,11 +133,11 @@ def test_untrained_models_fail_every_finding_and_the_runner_marks_it():
     null = results(loss=0.69, phase=float("nan"), onset_at=8, rec=1.0, cost=0.001, single=0.2, mech=(), ind=0.0,
                    marked_share=float("nan"))
     null_rows = claims(CFG, null)
-    assert all(r.verdict == "FAIL" for r in null_rows if r.kind == "finding")
+    assert all(r.verdict == "FAIL" for r in null_rows if r.id in FINDINGS)
     assert value_of(null_rows, "random-decoder").verdict == "NOT RUN"  # no ratio to take
     # a statistic that passes on its null is caught by the runner (here: the learned guard alone fails the null)
     rows = attach_nulls(claims(CFG, results()), claims(CFG, results(loss=0.69)))
-    assert all(r.verdict == "PASS" and r.null_verdict == "FAIL" for r in rows if r.kind == "finding")
+    assert all(r.verdict == "PASS" and r.null_verdict == "FAIL" for r in rows if r.id in FINDINGS)
     assert "learned guard" in value_of(rows, "single-head").null
 
 
@@ -156,13 +157,17 @@ def test_bad_config_names_the_key(key, value):
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     from mesalab.studies.runner import run_study
-    return run_study("attention-saes", "smoke", out=tmp_path_factory.mktemp("s7") / "run", progress=False)
+    tmp = tmp_path_factory.mktemp("s7")
+    # with an S8 smoke model (its transformer alone, seconds), so the ngram-family part runs end to end
+    s8 = run_study("in-context-language-learning", "smoke", sets=["models=transformer"], out=tmp / "s8",
+                   progress=False)
+    return run_study("attention-saes", "smoke", sets=[f"s8_from_run={s8}"], out=tmp / "run", progress=False)
 
 
 @pytest.mark.slow
 def test_smoke_run_writes_everything_and_no_null_passes(smoke):
     rows = json.loads((smoke / "claims.json").read_text())["claims"]
-    assert {r["id"] for r in rows if r["kind"] == "finding"} == set(FINDINGS)
+    assert {r["id"] for r in rows if r["kind"] == "finding"} == {*FINDINGS, "ngram-family"}
     assert all(r["null_verdict"] in ("FAIL", "INCONCLUSIVE", "NOT RUN") for r in rows if r["kind"] == "finding")
     assert {f["file"] for f in json.loads((smoke / "figures.json").read_text())} >= {
         "pareto.png", "head_attribution.png", "families_per_head.png", "timeline.png"}
@@ -174,6 +179,10 @@ def test_smoke_run_writes_everything_and_no_null_passes(smoke):
     np.testing.assert_allclose(np.linalg.norm(np.asarray(sae.W_dec), axis=1), 1.0, rtol=1e-5)
     results = json.loads((smoke / "results.json").read_text())
     assert len(results["timeline"]["steps"]) == 3 and len(results["saes"]["1"]) == 2
+    ngram_row = next(r for r in rows if r["id"] == "ngram-family")
+    assert ngram_row["verdict"] != "NOT RUN" and ngram_row["null_verdict"] in ("FAIL", "INCONCLUSIVE")
+    per = results["s8"]["per_seed"]
+    assert len(per) == 1 and per[0]["layer"] == 0 and len(per[0]["head_score"]) == 2
 
 
 def test_from_run_must_be_an_induction_circuits_run(tmp_path):
@@ -198,3 +207,70 @@ def test_cli_from_names_what_it_needs(tmp_path):
                               "--out", str(tmp_path / "out")])
     assert res.exit_code == 2 and "Config.from_run = " in " ".join(res.output.split())
     assert not (tmp_path / "out" / "run.json").exists()
+
+
+# ---- the S8 model: the n-gram-continuation rule and the ngram-family row ----------------------------------------
+
+
+def test_ngram_rule_on_hand_built_features():
+    """One prompt: feature 0 fires where the last token recurred and attributes to the token after its earlier
+    occurrence (n-gram); feature 1 fires there too but attributes uniformly over the prefix (other); 2 dead; 3 fires
+    mostly where no target exists (coverage below AT_MATCH)."""
+    import jax.numpy as jnp
+
+    from mesalab.analysis.regbench import ngram_targets
+    from mesalab.studies.attention_saes import ngram
+
+    tokens = np.array([[1, 2, 3, 1, 2, 3, 1, 4]])
+    targets = np.stack([np.asarray(ngram_targets(tokens, k + 1))[0] for k in ngram.NGRAM_KS])  # [K, T, T]
+    t = tokens.shape[1]
+    has1 = targets[0].any(-1)
+    acts, dfa = np.zeros((t, 4)), np.zeros((t, t, 4))
+    acts[has1, 0] = 1.0
+    dfa[..., 0] = targets[0]                               # all its attribution on the 1-gram targets
+    acts[has1, 1] = 1.0
+    dfa[..., 1] = np.tril(np.ones((t, t)))                 # the whole prefix alike
+    acts[~has1, 3] = 2.0
+    acts[np.flatnonzero(has1)[0], 3] = 1.0
+    dfa[..., 3] = targets[0]
+    sums = ngram.ngram_sums(jnp.asarray(acts), jnp.asarray(dfa), jnp.asarray(targets))
+    assert ngram.classify(*(np.asarray(s, np.float64) for s in sums)).tolist() == [1, 0, -1, 0]
+
+
+def s8_results(shares=(0.2, 0.2), on=(0.9, 0.9), marked=([1], [1]), n_heads=2):
+    r = results()
+    r["s8"] = {"from_run": "x", "n_heads": n_heads, "per_seed": [
+        {"ngram_share": s, "ngram_marked": o, "marked": list(m), "n_live": 100, "head_score": [0.2, 0.6]}
+        for s, o, m in zip(shares, on, marked)]}
+    return r
+
+
+@pytest.mark.parametrize("kw, verdict", [
+    ({}, "PASS"),
+    ({"on": (0.5, 0.6)}, "FAIL"),                                 # the family lies off the n-gram heads
+    ({"shares": (0.01, 0.02)}, "FAIL"),                           # no family
+    ({"marked": ([], []), "on": (0.0, 0.0)}, "FAIL"),              # no n-gram head at all
+    ({"marked": ([0, 1], [0, 1]), "on": (1.0, 1.0)}, "INCONCLUSIVE"),  # every head marked: chance meets 80%
+])
+def test_ngram_family_row(kw, verdict):
+    assert value_of(claims(CFG, s8_results(**kw)), "ngram-family").verdict == verdict
+
+
+def test_ngram_family_is_not_run_without_an_s8_run_and_fails_its_null():
+    assert value_of(claims(CFG, results()), "ngram-family").verdict == "NOT RUN"
+    # the null: untrained S8 models have no n-gram head and no family
+    null = s8_results(shares=(0.0, 0.01), on=(float("nan"), 0.0), marked=([], []))
+    rows = attach_nulls(claims(CFG, s8_results()), claims(CFG, null))
+    row = value_of(rows, "ngram-family")
+    assert row.verdict == "PASS" and row.null_verdict == "FAIL"
+
+
+def test_s8_from_run_must_be_an_icll_run(tmp_path):
+    from mesalab.studies.attention_saes import ngram
+    with pytest.raises(ConfigError, match="s8_from_run"):
+        override(PRESETS["smoke"], s8_from_run=str(tmp_path / "nowhere"))
+    (tmp_path / "run.json").write_text(json.dumps({"study": "gd-equivalence"}))
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ConfigError, match="in-context-language-learning"):
+        ngram.load(str(tmp_path))
+

@@ -18,7 +18,9 @@ Parts (parts.py):
   activations streamed from the frozen model; λ = c·E‖x‖ for a fixed grid of c; L0, loss recovered against zero
   ablation, explained variance and dead fraction of every member (analysis/sae_metrics.py), the chosen member's
   feature families (families.py) and head attribution; every SAE written in SAELens's layout under saes/;
-- the timeline: SAEs on every checkpoint (one vmapped ensemble over checkpoints), the induction family's share.
+- the timeline: SAEs on every checkpoint (one vmapped ensemble over checkpoints), the induction family's share;
+- the S8 model (`--set s8_from_run=RUN`, an in-context-language-learning run; ngram.py): the same SAEs on its last
+  layer's hook_z over REGBENCH test prompts, the n-gram-continuation family and its heads.
 Findings and checks: claims.py.
 
 The cpu recipe (`--scale cpu`), set from timings before any finding was judged (2 shared cores): the base model is
@@ -35,6 +37,7 @@ from __future__ import annotations
 from typing import Any
 
 from mesalab.studies.attention_saes import figures as attention_saes_figures
+from mesalab.studies.attention_saes import ngram
 from mesalab.studies.attention_saes.claims import claims
 from mesalab.studies.attention_saes.config import PRESETS, Config, experiment
 from mesalab.studies.attention_saes.parts import (
@@ -61,6 +64,9 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     out = {"base": base, "heads": heads, "saes": saes(cfg, ctx, models, heads)}
     if checkpoints:
         out["timeline"] = timeline(cfg, checkpoints, n)
+    s8 = ngram.part(cfg, ctx)
+    if s8 is not None:
+        out["s8"] = s8
     out["notes"] = notes(cfg, out)
     return out
 

@@ -25,6 +25,10 @@ Findings (layer `cfg.layer`, the induction layer):
 - timeline (beyond the paper): the induction family appears at the phase change, not before: the first checkpoint
   whose SAE has an induction family (≥ FAMILY_SHARE) lies within one checkpoint interval of S6's phase-change step
   ((onset − phase) / interval in [−1, 1]).
+- ngram-family (the S8 model, with s8_from_run; NOT RUN without): an n-gram-continuation family exists (≥
+  FAMILY_SHARE of live features by ngram.py's rule) and ≥ ON_MARKED of its decoder norm² lies in the heads whose
+  n-gram-head score reaches the S8 study's HEAD_SCORE (0.5); nan without the family. As in induction-heads, a pass is
+  INCONCLUSIVE where the marked heads' share of all heads meets ON_MARKED in a majority of models.
 Definition changes after the first cpu run (HEADS_CHANGE, TIMELINE_CHANGE) are listed on their rows.
 Check: random-decoder — the control recovers < RECOVERED (the dictionary, not the encoder, carries the result).
 """
@@ -94,6 +98,32 @@ def onset(shares: list[float], steps: list[int]) -> float:
 
 def _fmt(xs: list[float]) -> str:
     return ", ".join(f"{x:.3g}" for x in xs)
+
+
+def ngram_row(r: dict[str, Any]) -> Claim:
+    """The S8 model's n-gram family on its n-gram heads (module docstring)."""
+    claim = (f"an n-gram-continuation family exists among the S8 model's SAE features (≥ {FAMILY_SHARE:.0%} of live "
+             f"features) and ≥ {ON_MARKED:.0%} of its decoder norm² lies on the S8 n-gram heads")
+    src, paper = "issue 19, finding 3 (S8: n-gram features on the n-gram heads)", "no anchor (the issue's prediction)"
+    s8 = r.get("s8")
+    if not s8:
+        return not_run("ngram-family", claim, src, paper, f"≥ {ON_MARKED:.0%}",
+                       "no S8 model: set s8_from_run to an in-context-language-learning run", null=NULL)
+    per = s8["per_seed"]
+    on = [s["ngram_marked"] if s["ngram_share"] >= FAMILY_SHARE else float("nan") for s in per]
+    chance = [len(s["marked"]) / s8["n_heads"] for s in per]
+    row = finding("ngram-family", claim, src, paper, on,
+                  at_least(ON_MARKED, "ours: four fifths of the family's decoder norm² (as induction-heads)", "%"),
+                  null=NULL, detail=(
+                      f"n-gram family share of live features {_fmt([s['ngram_share'] for s in per])}; live "
+                      f"{[s['n_live'] for s in per]}; heads with score ≥ 0.5 (S8 HEAD_SCORE) {[s['marked'] for s in per]}"
+                      f" of {s8['n_heads']}, best 2/3/4-gram scores {[[round(x, 3) for x in s['head_score']] for s in per]}"
+                      f"; family norm² share on marked heads {_fmt([s['ngram_marked'] for s in per])}"))
+    if row.verdict == "PASS" and sum(c >= ON_MARKED for c in chance) >= len(chance) // 2 + 1:
+        row = dataclasses.replace(row, verdict="INCONCLUSIVE", reason=(
+            f"the n-gram heads are {[len(s['marked']) for s in per]} of {s8['n_heads']}: the chance share already "
+            f"meets {ON_MARKED:.0%}"))
+    return row
 
 
 def claims(cfg: Any, r: dict[str, Any]) -> list[Claim]:
@@ -178,6 +208,8 @@ def claims(cfg: Any, r: dict[str, Any]) -> list[Claim]:
             changes=(TIMELINE_CHANGE,),
             detail=f"checkpoints every {interval} steps; onset per model "
                    f"{[onset(sh, tl['steps']) for sh in tl['induction_share']]}, phase change {base['phase']}"))
+
+    rows.append(ngram_row(r))
 
     claim = (f"the random-decoder control (the chosen SAE's decoder rows replaced by random unit vectors) recovers "
              f"< {RECOVERED:.0%} of the loss")

@@ -42,7 +42,10 @@ class Config:
 
     Timeline (beyond the paper): timeline_every: SAEs on the checkpoints every this many steps of the base training
     (a multiple of chunk_steps; 0: no timeline), with timeline_scale (one λ) and one SAE seed, timeline_steps steps,
-    one vmapped ensemble over the checkpoints."""
+    one vmapped ensemble over the checkpoints.
+
+    s8_from_run: an `in-context-language-learning` run whose transformers (largest N, one per seed) get the same SAE
+    ensemble on their last layer's hook_z, for the n-gram family (ngram.py); '': that row is not run."""
 
     n_classes: int = 50
     n_labels: int = 5
@@ -74,6 +77,7 @@ class Config:
     timeline_every: int = 100_000
     timeline_scale: float = 0.1
     timeline_steps: int = 24_414
+    s8_from_run: str = ""
 
     RULES = {
         **dict.fromkeys(("dim", "n_test_classes", "d_model", "d_head", "batch_size", "steps", "chunk_steps",
@@ -87,6 +91,8 @@ class Config:
         "l1_scales": tuple_of(POSITIVE, "numbers > 0", nonempty=True),
         "from_run": Rule(lambda v: isinstance(v, str) and (v == "" or Path(v).is_dir()),
                          "'' (train the model here) or the folder of an induction-circuits run"),
+        "s8_from_run": Rule(lambda v: isinstance(v, str) and (v == "" or Path(v).is_dir()),
+                            "'' (no S8 model) or the folder of an in-context-language-learning run"),
     }
 
     def __post_init__(self) -> None:
