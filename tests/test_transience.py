@@ -55,3 +55,8 @@ def test_null_fails():
 def test_cpu_preset_does_not_run_it():
     assert PRESETS["cpu"].transience_steps == 0
     assert set(_verdicts({"transience": None}).values()) == {"NOT RUN"}
+
+
+def test_the_class_count_change_is_listed_with_the_probe_verdict():
+    for row in transience_rows(CFG, _results(RISE_FALL, RISE_STAY)):
+        assert [c.old_verdict for c in row.changes if "transience_classes" in c.what] == ["FAIL"]

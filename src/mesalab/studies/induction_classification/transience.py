@@ -46,7 +46,7 @@ import numpy as np
 from mesalab.config import override
 from mesalab.studies.convergence import cross_entropy_convergence
 from mesalab.studies.protocol import RunContext
-from mesalab.studies.verdicts import Claim, at_least, finding, not_run, per_seed
+from mesalab.studies.verdicts import Claim, DefinitionChange, at_least, finding, not_run, per_seed
 
 SRC = "Singh et al. 2023 (NeurIPS), reference/induction.md §3.5"
 # Emerged: the peak IC accuracy is at least half-way from 1/N (picking a context label at random) to 1. Fixed here
@@ -61,6 +61,11 @@ FADE = 0.5
 L2_MARGIN = 0.25
 NULL = "untrained models at init (no ICL emerges); mechanism compared: the same runs without L2"
 BUDGET = "train longer: --set transience_steps=N (the paper preset: 300,000)"
+# K was changed after a probe's result (module docstring): listed on both rows with the probe's verdict.
+K_CHANGE = DefinitionChange(
+    "transience_classes: 256 (the study's main K) → 1,600", "Singh et al. train on Chan et al.'s 1,600 Omniglot "
+    "classes, where rare classes make ICL pay; a probe at K = 256 (2 seeds, 30,000 steps, the cpu preset otherwise) "
+    "learned in weights only (IC accuracy 0.03–0.08: ICL never emerged)", "FAIL")
 
 
 def transience_task(cfg):
@@ -123,12 +128,13 @@ def transience_rows(cfg, r: dict[str, Any]) -> list[Claim]:
               f"L2 {per_seed('{:.2f}', iw['l2'])}; lost fraction with L2 {per_seed('{:.2f}', lost['l2'])} "
               f"(λ = {part['l2']['l2']}); nan: ICL never emerged")
     rule_t = at_least(FADE, "fixed before any run from Singh et al. 2023 and a reproduction (0.77 → 0.54 at chance 0.5)")
-    row_t = finding("icl-transient", claim_t, SRC, paper_t, lost["no_l2"], rule_t, null=NULL, detail=detail)
+    row_t = finding("icl-transient", claim_t, SRC, paper_t, lost["no_l2"], rule_t, null=NULL, detail=detail,
+                    changes=[K_CHANGE])
     if row_t.verdict == "FAIL" and conv is not None and not conv.converged:
         row_t = finding("icl-transient", claim_t, SRC, paper_t, lost["no_l2"], rule_t, null=NULL, detail=detail,
-                        converged=conv, budget=BUDGET)
+                        converged=conv, budget=BUDGET, changes=[K_CHANGE])
     diff = [a - b for a, b in zip(lost["no_l2"], lost["l2"])]  # nan where ICL never emerged in either run
     row_l2 = finding("l2-keeps-icl", claim_l2, SRC, paper_l2, diff,
                      at_least(L2_MARGIN, "fixed before any run: half of the fade threshold"), null=NULL,
-                     detail=detail)
+                     detail=detail, changes=[K_CHANGE])
     return [row_t, row_l2]
