@@ -2,14 +2,19 @@
 
 import functools
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from mesalab import jax_setup
 from mesalab.models import Transformer
 from mesalab.train import Trainer
-from mesalab.train.placement import devices_used, member_mesh
+from mesalab.train.engine import as_members
+from mesalab.models import TransformerConfig
+from mesalab.tasks import RegressionConfig
+from mesalab.train.placement import devices_used, member_mesh, pool_reentering_calls, safe_member_mesh
 
 two_devices = pytest.mark.skipif(jax.device_count() < 2, reason="needs 2 host devices (MESALAB_HOST_DEVICES)")
 
@@ -38,3 +43,41 @@ def test_members_split_over_devices_match_one_device(reg_task, lsa_cfg, small_tr
     again = trainer.fit(2, progress=False)   # the same device count: the same numbers exactly
     assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
                zip(jax.tree_util.tree_leaves(split.models), jax.tree_util.tree_leaves(again.models)))
+
+
+def chunk_and_args(trainer, n_members=2):
+    members = as_members(n_members)
+    state, (lrs, tasks) = trainer.init_state(members), trainer.member_arrays(members)
+    return trainer.chunk_program(1, n_members), (state["params"], state["opt"], state["key"], state["alive"], lrs,
+                                                 tasks, jax.random.PRNGKey(0))
+
+
+class QRRegression(eqx.Module):
+    """Regression whose sampler takes a batched QR (a jaxlib LAPACK kernel), as the dynamics task once did."""
+
+    task: RegressionConfig
+
+    def sample(self, key, batch_size):
+        b = self.task.sample(key, batch_size)
+        q, _ = jnp.linalg.qr(jax.random.normal(key, (batch_size, 3, 3)))
+        return eqx.tree_at(lambda b: b.inputs, b, b.inputs + 0.0 * q[:, :1, :1])
+
+
+def test_programs_that_call_lapack_kernels_stay_on_one_device(reg_task, lsa_cfg, dyn_task, small_train):
+    model = functools.partial(Transformer, lsa_cfg)
+    qr = chunk_and_args(Trainer(QRRegression(reg_task), model, small_train))
+    reg = chunk_and_args(Trainer(reg_task, model, small_train))
+    assert "lapack_sgeqrf_ffi" in pool_reentering_calls(*qr) and pool_reentering_calls(*reg) == []
+    devices = jax.devices() * 2   # two entries: a mesh is asked for even on a one-device machine
+    with pytest.warns(UserWarning, match="training on one device, not 2: the program calls lapack_sgeqrf_ffi"):
+        assert safe_member_mesh(2, devices[:2], *qr) is None
+    if jax.device_count() >= 2:
+        assert safe_member_mesh(2, jax.devices()[:2], *reg).devices.size == 2
+
+
+def test_the_dynamics_task_calls_no_lapack_kernel(dyn_task, small_train):
+    # Its W* come from tasks/orthogonal.py, so its members can be split over the host's devices.
+    model = TransformerConfig(d_model=4 * dyn_task.d, n_layers=1, n_heads=1, d_head=4, attention="linear",
+                              causal=True, readout_start=0, readout_size=dyn_task.d)
+    assert pool_reentering_calls(*chunk_and_args(Trainer(dyn_task, functools.partial(Transformer, model),
+                                                         small_train))) == []

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from mesalab.config import config, require, require_choice, require_nonnegative, require_positive
 from mesalab.tasks.base import Batch, sampler
+from mesalab.tasks.orthogonal import haar_orthogonal
 
 
 @config(dynamic=("noise", "s1_half_width"))
@@ -58,7 +59,7 @@ def sample_states(cfg: DynamicsConfig, key: jax.Array, batch_size: int) -> tuple
     """Draw (W* [B, d, d], states [B, T+1, d]); all noise is drawn in one call because CPU RNG is slow per step."""
     kw, ks, kn = jax.random.split(key, 3)
     d, t = cfg.d, cfg.seq_len
-    w = jax.random.orthogonal(kw, d, shape=(batch_size,))
+    w = haar_orthogonal(kw, d, (batch_size,))   # = jax.random.orthogonal to round-off, without LAPACK
     s1 = jax.random.uniform(ks, (batch_size, d), minval=-1.0, maxval=1.0) * cfg.s1_half_width
     eps = cfg.noise * jax.random.normal(kn, (t, batch_size, d))
 

@@ -28,7 +28,7 @@ from mesalab.train.chunk import ensemble_program, evaluate_member, member_chunk
 from mesalab.train.config import TrainConfig, group_size
 from mesalab.train.loss import default_loss
 from mesalab.train.optim import direction, optimizer_time
-from mesalab.train.placement import member_mesh, place_members
+from mesalab.train.placement import place_members, safe_member_mesh
 from mesalab.train.progress import Progress
 from mesalab.train.resume import restore_run, run_header, save_run
 
@@ -229,9 +229,12 @@ class Trainer:
             configs = {"task": self.task, "model": getattr(self._static, "cfg", None), "train": self.cfg}
             state, step, records, seconds_before = restore_run(ckpt, state, header, configs)
         # Members split over the host's devices (one per core), unless they train in sequential groups.
-        if group_size(self.cfg, self.member_activation_bytes(), len(members)) >= len(members):
-            state, lrs, tasks = place_members((state, lrs, tasks), member_mesh(len(members), devices))
         eval_key = jax.random.PRNGKey(eval_seed)
+        if group_size(self.cfg, self.member_activation_bytes(), len(members)) >= len(members) and step < self.cfg.steps:
+            n = min(self.cfg.chunk_steps, self.cfg.steps - step)
+            mesh = safe_member_mesh(len(members), devices, self.chunk_program(n, len(members)), (
+                state["params"], state["opt"], state["key"], state["alive"], lrs, tasks, eval_key))
+            state, lrs, tasks = place_members((state, lrs, tasks), mesh)
         notify(callbacks, "on_train_start", members, step, list(records))
         bar = Progress(self.cfg.steps, len(members), enabled=progress, start=step)
         t0, total = time.perf_counter(), self.cfg.steps if stop_after is None else min(stop_after, self.cfg.steps)

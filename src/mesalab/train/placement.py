@@ -1,23 +1,37 @@
 """Where an ensemble's members train: split along the member axis over the local devices.
 
-With MESALAB_HOST_DEVICES = N (jax_setup.py; off by default, see there for the measured gains and the hang that
-keeps it opt-in) XLA has N host CPU devices, and placing a share of the members on each keeps more cores busy
-where XLA:CPU runs these models' small operations on about one thread. On a single device nothing moves. Members never
-interact, so each member's numbers are those of the same member trained on one device (tests/test_placement.py).
-The member count must be divisible by the devices used: E members use the largest divisor of E that is at most the
-device count (E = 3 on 2 devices: one device), and a member grouped into sequential batches (TrainConfig.
-ensemble_group below E) stays on one device.
+With MESALAB_HOST_DEVICES = N (jax_setup.py; off by default) XLA has N host CPU devices, and placing a share of the
+members on each keeps more cores busy where XLA:CPU runs these models' small operations on about one thread. On a
+single device nothing moves. Members never interact, so each member's numbers are those of the same member trained
+on one device, to float round-off (tests/test_placement.py). The member count must be divisible by the devices used:
+E members use the largest divisor of E that is at most the device count (E = 3 on 2 devices: one device), and a
+member grouped into sequential batches (TrainConfig.ensemble_group below E) stays on one device.
+
+Programs that call jaxlib's CPU linear-algebra kernels stay on one device (`safe_member_mesh`). Those kernels
+(custom calls named `lapack_*`: QR, LU, triangular solves, Cholesky, eigh, SVD) split a batch of matrices over
+XLA's intra-op thread pool — the pool the calling thunk itself runs on — and then block until the pieces finish
+(jaxlib/cpu/lapack_kernels.cc, `ParallelBatchMap`; it splits once a call holds more than about 200,000 FLOP, e.g.
+150 QRs of 10 × 10). The pool has one thread per core and is shared by every host device. With two devices each
+running such a call, both threads of a 2-core machine wait for pieces that no thread is free to run: a deadlock.
+Found 2026-11-29 with gdb on the mesa-dynamics workload (benchmarks/engine.py (b): every batch draws its
+orthogonal W* by QR), whose members on two devices hung at 0% CPU on the first call, both pool threads parked in
+`lapack_sgeqrf_ffi` → `ParallelBatchMap` → `BlockingCounter::Wait`. It needs both devices inside such a call at
+once, which is why the hang came and went. The same re-entry deadlock is reported for XLA's FFT thunk
+(PyAutoLabs/PyAutoFit issue 1530).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+import warnings
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MEMBER_AXIS = "members"
+POOL_REENTERING_CALL = re.compile(r"custom_call @(lapack_\w+)")
 
 
 def member_mesh(n_members: int, devices: list | None = None) -> Mesh | None:
@@ -25,6 +39,26 @@ def member_mesh(n_members: int, devices: list | None = None) -> Mesh | None:
     devices = list(jax.local_devices() if devices is None else devices)
     used = max(d for d in range(1, len(devices) + 1) if n_members % d == 0)
     return None if used == 1 else Mesh(np.asarray(devices[:used]), (MEMBER_AXIS,))
+
+
+def pool_reentering_calls(program: Callable, args: Sequence[Any]) -> list[str]:
+    """The jaxlib CPU linear-algebra kernels (see the module docstring) that the jitted `program` calls on `args`."""
+    return sorted(set(POOL_REENTERING_CALL.findall(program.lower(*args).as_text())))
+
+
+def safe_member_mesh(n_members: int, devices: list | None, program: Callable, args: Sequence[Any]) -> Mesh | None:
+    """member_mesh, unless the program calls a kernel that can deadlock with members on several devices: then None
+    (one device), with a warning that names the kernels."""
+    mesh = member_mesh(n_members, devices)
+    if mesh is None:
+        return None
+    calls = pool_reentering_calls(program, args)
+    if calls:
+        warnings.warn(f"training on one device, not {mesh.devices.size}: the program calls {', '.join(calls)}, "
+                      "jaxlib CPU kernels that can deadlock with members on several host devices "
+                      "(mesalab/train/placement.py)", stacklevel=3)
+        return None
+    return mesh
 
 
 def place_members(tree: Any, mesh: Mesh | None) -> Any:

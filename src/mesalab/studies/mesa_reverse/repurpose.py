@@ -29,13 +29,14 @@ import optax
 from mesalab.algorithms.least_squares import causal_ridge
 from mesalab.models.run import predict
 from mesalab.tasks.dynamics import tokens
+from mesalab.tasks.orthogonal import haar_orthogonal
 
 
 def sample_regression(key: jax.Array, batch: int, n: int, d: int, noise: float = 0.0,
                       x_half_width: float = 1.0) -> tuple[jax.Array, jax.Array]:
     """x [B, n, d] ~ U(±x_half_width), y = W x + noise with W random orthogonal per sequence."""
     kw, kx, kn = jax.random.split(key, 3)
-    w = jax.random.orthogonal(kw, d, shape=(batch,))
+    w = haar_orthogonal(kw, d, (batch,))
     x = jax.random.uniform(kx, (batch, n, d), minval=-x_half_width, maxval=x_half_width)
     return x, jnp.einsum("bij,bnj->bni", w, x) + noise * jax.random.normal(kn, (batch, n, d))
 
