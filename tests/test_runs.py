@@ -145,6 +145,22 @@ def test_report_renders_in_headless_chromium(smoke_run, tmp_path):
     assert '<img alt="Test loss during training" src="data:image/png;base64,' in dom
 
 
+def test_rejudge_judges_the_stored_results_again(smoke_run, tmp_path):
+    out = tmp_path / "gd"
+    shutil.copytree(smoke_run[0], out, ignore=shutil.ignore_patterns("checkpoints"))
+    before = json.loads((out / "claims.json").read_text())
+    res = runner.invoke(app, ["rejudge", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "claims.json").read_text()) == before   # the same code judges the same results
+    kept = list(out.glob("claims.before-*.json"))
+    assert len(kept) == 1 and json.loads(kept[0].read_text()) == before
+    assert len(json.loads((out / "run.json").read_text())["rejudged"]) == 1
+    meta = json.loads((out / "run.json").read_text())
+    (out / "run.json").write_text(json.dumps({**meta, "status": "running"}))
+    res = runner.invoke(app, ["rejudge", str(out)])
+    assert res.exit_code == 2 and "only a finished run" in res.output and "Traceback" not in res.output
+
+
 def test_runs_lists_past_runs(smoke_run):
     res = runner.invoke(app, ["runs", str(smoke_run[0].parent)])
     assert res.exit_code == 0 and "gd-equivalence" in res.output and "smoke" in res.output
@@ -226,8 +242,11 @@ def test_a_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path):
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert json.loads((cut / "run.json").read_text())["status"] == "running", "the run finished before the kill"
+    first = json.loads((cut / "run.json").read_text())
+    assert first["status"] == "running", "the run finished before the kill"
     resumed = run_study("gd-equivalence", "smoke", sets=sets, out=cut, resume=True, progress=False)
+    meta = json.loads((cut / "run.json").read_text())
+    assert meta["started"] == first["started"] and len(meta["resumed"]) == 1 and meta["status"] == "done"
     full = run_study("gd-equivalence", "smoke", sets=sets, out=tmp_path / "full", progress=False)
     a, b = (json.loads((d / "results.json").read_text()) for d in (full, resumed))
     for r in (a, b):  # wall-clock timings are the only numbers allowed to differ

@@ -203,6 +203,20 @@ def report(run_dir: Path = typer.Argument(..., help="a run directory")) -> None:
     console().print(f"wrote {report_mod.build(run_dir)}")
 
 
+@app.command()
+def rejudge(run_dir: Path = typer.Argument(..., help="a finished run directory")) -> None:
+    """Judge a finished run's stored results again with the current claims code (no training); the earlier
+    claims are kept as claims.before-<time>.json."""
+    from mesalab.studies.runner import rejudge as rejudge_run
+
+    try:
+        rejudge_run(run_dir)
+    except (ConfigError, UnknownStudyError, FileNotFoundError) as e:
+        fail(str(e))
+    print_claims(run_dir)
+    console().print(f"report: {run_dir / 'report.html'}")
+
+
 @app.command("export")
 def export(
     run_dir: Path = typer.Argument(..., help="a run directory (with checkpoints/)"),

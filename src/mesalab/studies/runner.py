@@ -10,7 +10,7 @@ from types import ModuleType
 from typing import Any
 
 from mesalab import report, store
-from mesalab.config import ConfigError, override, parse_assignments, read_config_file, to_dict
+from mesalab.config import ConfigError, from_dict, override, parse_assignments, read_config_file, to_dict
 from mesalab.studies import get_study
 from mesalab.studies.protocol import RunContext, draw_figures
 from mesalab.studies.verdicts import Claim, attach_nulls
@@ -46,12 +46,18 @@ def run_study(name: str, scale: str = "cpu", *, sets: list[str] | None = None, s
         if t not in TRACKERS:
             raise ConfigError(f"--track {t} is not allowed; expected one of {', '.join(TRACKERS)}")
     run_dir = store.new_run_dir(name, Path(out) if out is not None else None)
+    earlier: dict[str, Any] = {}
     if resume:
-        check_resumable(run_dir, name, cfg)
+        earlier = check_resumable(run_dir, name, cfg)
     elif (run_dir / "run.json").exists():
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-    started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    meta = {"study": name, "scale": scale, "started": started, "status": "running", "source": study.SOURCE}
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    meta = {"study": name, "scale": scale, "started": earlier.get("started", now), "status": "running",
+            "source": study.SOURCE}
+    if resume:
+        meta["resumed"] = [*earlier.get("resumed", []), now]
+    # Seconds summed over the sessions that ended (done or failed) and this one; a killed session recorded none.
+    seconds_before = float(earlier.get("seconds", 0.0))
     store.write_json(run_dir / "run.json", meta)
     store.write_json(run_dir / "config.json", to_dict(cfg))
     store.write_json(run_dir / "environment.json", store.environment())
@@ -62,12 +68,12 @@ def run_study(name: str, scale: str = "cpu", *, sets: list[str] | None = None, s
         results = study.run(cfg, ctx)
     except BaseException as e:  # record why, so `mesalab runs` does not list it as running forever
         store.write_json(run_dir / "run.json", {**meta, "status": "failed", "error": f"{type(e).__name__}: {e}",
-                                                "seconds": time.perf_counter() - t0})
+                                                "seconds": seconds_before + time.perf_counter() - t0})
         raise
     finally:
         for tracker in ctx.trackers:
             tracker.close()
-    seconds = time.perf_counter() - t0
+    seconds = seconds_before + time.perf_counter() - t0
     store.write_parquet(run_dir / "metrics.parquet", ctx.metrics_frame())
     store.write_json(run_dir / "results.json", results)
     null_results = run_null(study, cfg, run_dir)
@@ -95,7 +101,8 @@ def judge(study: ModuleType, cfg: Any, results: dict[str, Any], null_results: di
     return rows if null_results is None else attach_nulls(rows, study.claims(cfg, null_results))
 
 
-def check_resumable(run_dir: Path, name: str, cfg: Any) -> None:
+def check_resumable(run_dir: Path, name: str, cfg: Any) -> dict[str, Any]:
+    """The earlier run's run.json, after checking that it ran this study with this config."""
     meta_path = run_dir / "run.json"
     if not meta_path.exists():
         raise FileNotFoundError(f"--resume needs an earlier run in --out; {run_dir} has no run.json")
@@ -106,3 +113,31 @@ def check_resumable(run_dir: Path, name: str, cfg: Any) -> None:
         raise ConfigError(f"cannot resume {run_dir}: it ran {meta.get('study')}, not {name}")
     if stored != now:
         raise ConfigError(f"cannot resume {run_dir}: its config differs from this one ({differences(stored, now)})")
+    return meta
+
+
+def rejudge(run_dir: str | Path) -> Path:
+    """Judge a finished run's stored results (results.json, null_results.json) again with the study's current
+    claims code, without training or measuring: claims.json and the report are rewritten, and the earlier claims
+    are kept beside them as claims.before-<UTC time>.json. Returns the run directory."""
+    run_dir = Path(run_dir)
+    meta = store.read_json(run_dir / "run.json", None)
+    if meta is None:
+        raise FileNotFoundError(f"{run_dir} is not a mesalab run (no run.json)")
+    if meta.get("status") != "done" or not (run_dir / "results.json").exists():
+        raise ConfigError(f"cannot re-judge {run_dir}: its status is {meta.get('status')!r}; only a finished run "
+                          "(status 'done', with results.json) has results to judge; `mesalab run --resume` finishes it")
+    study = get_study(meta["study"])
+    cfg = from_dict(study.Config, store.read_json(run_dir / "config.json", {}))
+    results = store.read_json(run_dir / "results.json", {})
+    nulls = store.read_json(run_dir / "null_results.json", None)
+    now = dt.datetime.now(dt.timezone.utc)
+    old = run_dir / "claims.json"
+    if old.exists():
+        store.write_text(run_dir / f"claims.before-{now.strftime('%Y%m%dT%H%M%SZ')}.json", old.read_text())
+    claims = [c.to_dict() for c in judge(study, cfg, results, nulls)]
+    store.write_json(old, {"study": meta["study"], "scale": meta["scale"], "claims": claims})
+    store.write_json(run_dir / "run.json", {**meta, "rejudged": [*meta.get("rejudged", []),
+                                                                 now.isoformat(timespec="seconds")]})
+    report.build(run_dir)
+    return run_dir

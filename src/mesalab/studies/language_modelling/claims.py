@@ -97,6 +97,9 @@ def ngram_row(r: dict[str, Any], base: str) -> tuple[Claim, float]:
 
 
 def claims(cfg: Any, r: dict[str, Any]) -> list[Claim]:
+    # The config's model order, not the results' (results.json stores its keys sorted): the first passing base is
+    # the judged one, so the order must not change with a re-judge from disk (runner.rejudge).
+    r = {**r, "models": {m: r["models"][m] for m in cfg.models if m in r["models"]}}
     models = r["models"]
     rows: list[Claim] = []
 
