@@ -252,11 +252,16 @@ def sample(cfg: RegbenchConfig, key: jax.Array, batch_size: int) -> Batch:
     (`dataset(cfg)`), delta [B, max_states, 18] their DFAs — with `true_next_distribution` the true q."""
     d = dataset(cfg)
     index = jax.random.randint(key, (batch_size,), 0, d.tokens.shape[0])
-    tokens = jnp.asarray(d.tokens)[index].astype(jnp.int32)
-    states = jnp.asarray(d.states)[index].astype(jnp.int32)
-    inp, nxt = tokens[:, :-1], tokens[:, 1:]
-    target_mask, _ = masks(tokens)
-    v = gen.VOCAB_SIZE
-    return Batch(jax.nn.one_hot(inp, v, dtype=jnp.float32), jax.nn.one_hot(nxt, v, dtype=jnp.float32), target_mask,
-                 {"tokens": inp, "next": nxt, "states": states, "index": index,
+    batch = prompt_batch(jnp.asarray(d.tokens)[index].astype(jnp.int32), index)
+    return Batch(batch.inputs, batch.targets, batch.loss_mask,
+                 {**batch.info, "states": jnp.asarray(d.states)[index].astype(jnp.int32),
                   "delta": jnp.asarray(d.delta)[index]})
+
+
+def prompt_batch(rows: jax.Array, index: jax.Array) -> Batch:
+    """The next-token batch of prompt rows [B, T+1] (ids): one-hot inputs and targets, SEP and PAD targets masked;
+    info: tokens [B, T] input ids, next [B, T] target ids, index [B] the rows' indices in their split."""
+    inp, nxt = rows[:, :-1], rows[:, 1:]
+    v = gen.VOCAB_SIZE
+    return Batch(jax.nn.one_hot(inp, v, dtype=jnp.float32), jax.nn.one_hot(nxt, v, dtype=jnp.float32),
+                 masks(rows)[0], {"tokens": inp, "next": nxt, "index": index})

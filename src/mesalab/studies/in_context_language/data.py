@@ -48,8 +48,4 @@ def sample(cfg: PrefixTask, key: jax.Array, batch_size: int) -> Batch:
     tasks.dfa.sample: one-hot inputs and targets, SEP and PAD targets masked)."""
     tokens = jnp.asarray(dfa.dataset(cfg.data).tokens)
     index = jnp.minimum(jax.random.uniform(key, (batch_size,)) * cfg.n_use, cfg.n_use - 1).astype(jnp.int32)
-    rows = tokens[index].astype(jnp.int32)
-    inp, nxt = rows[:, :-1], rows[:, 1:]
-    v = cfg.vocab_size
-    return Batch(jax.nn.one_hot(inp, v, dtype=jnp.float32), jax.nn.one_hot(nxt, v, dtype=jnp.float32),
-                 dfa.masks(rows)[0], {"tokens": inp, "index": index})
+    return dfa.prompt_batch(tokens[index].astype(jnp.int32), index)
