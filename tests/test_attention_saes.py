@@ -170,7 +170,7 @@ def test_smoke_run_writes_everything_and_no_null_passes(smoke):
     assert {r["id"] for r in rows if r["kind"] == "finding"} == {*FINDINGS, "ngram-family"}
     assert all(r["null_verdict"] in ("FAIL", "INCONCLUSIVE", "NOT RUN") for r in rows if r["kind"] == "finding")
     assert {f["file"] for f in json.loads((smoke / "figures.json").read_text())} >= {
-        "pareto.png", "head_attribution.png", "families_per_head.png", "timeline.png"}
+        "pareto.png", "head_attribution.png", "families_per_head.png", "timeline.png", "s8_model.png"}
     folders = sorted((smoke / "saes").glob("model*-layer1/l1_*"))
     assert len(folders) == 2 * len(PRESETS["smoke"].l1_scales) * PRESETS["smoke"].sae_seeds
     sae, cfg = read_sae(folders[0])  # SAELens's layout, read without SAELens

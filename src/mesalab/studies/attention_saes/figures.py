@@ -9,6 +9,7 @@ import numpy as np
 
 from mesalab import figures as fig
 from mesalab.studies.attention_saes.families import FAMILIES
+from mesalab.studies.in_context_language.claims import HEAD_SCORE
 from mesalab.studies.protocol import Figure, RunContext
 
 
@@ -100,6 +101,36 @@ def timeline(cfg: Any, r: dict[str, Any], ctx: RunContext) -> Figure | None:
                   "5% a family needs.")
 
 
+def s8_model(cfg: Any, r: dict[str, Any], ctx: RunContext) -> Figure | None:
+    """The S8 part (s8_from_run): its SAEs' Pareto points and, per head, the n-gram-head score and n-gram features."""
+    s8 = r.get("s8")
+    if not s8 or not s8.get("per_seed"):
+        return None
+    f, (left, right) = fig.subplots(1, 2, figsize=(11, 4))
+    width = 0.8 / len(s8["per_seed"])
+    for i, s in enumerate(s8["per_seed"]):
+        l0, rec = np.asarray(s["l0"]), np.asarray(s["loss_recovered"])
+        order = np.argsort(l0)
+        left.plot(l0[order], rec[order], "o-", color=f"C{i}", label=f"model {i}")
+        left.plot(l0[s["chosen"]], rec[s["chosen"]], "*", ms=14, color=f"C{i}")
+        heads = np.arange(len(s["head_score"]))
+        right.bar(heads + (i - (len(s8["per_seed"]) - 1) / 2) * width, s["head_score"], width, color=f"C{i}",
+                  label=f"model {i}: n-gram-head score (n-gram features {', '.join(f'{c:.0f}' for c in s['ngram_by_head'])})")
+    left.set(xscale="log", xlabel="L0 (features firing per token)", ylabel="loss recovered vs zero ablation",
+             title=f"S8 transformer, layer {s8['per_seed'][0]['layer']} hook_z SAEs")
+    left.legend(fontsize=7)
+    right.axhline(HEAD_SCORE, color="gray", ls="--", lw=1, label=f"{HEAD_SCORE}: an n-gram head (S8's threshold)")
+    right.set(xlabel="head", ylabel="n-gram-head score", ylim=(0, 1), xticks=heads, title="Heads of that layer")
+    right.legend(fontsize=7)
+    fig.save(f, ctx.figures_dir / "s8_model.png")
+    return Figure("s8_model.png", "SAEs on the S8 transformer",
+                  f"The S8 run {s8['from_run']}: left, each SAE of the ensemble on the last layer's hook_z (the star is "
+                  "the one the ngram-family row reads); right, each head's n-gram-head score, with the n-gram-"
+                  "continuation features attributed to each head in the legend. ngram-family needs a head above "
+                  "the dashed line.")
+
+
 def draw(cfg: Any, r: dict[str, Any], ctx: RunContext) -> list[Figure]:
-    out = [pareto(cfg, r, ctx), head_matrix(cfg, r, ctx), attribution(cfg, r, ctx), timeline(cfg, r, ctx)]
+    out = [pareto(cfg, r, ctx), head_matrix(cfg, r, ctx), attribution(cfg, r, ctx), timeline(cfg, r, ctx),
+           s8_model(cfg, r, ctx)]
     return [x for x in out if x is not None]
