@@ -17,8 +17,9 @@ chunk program (`Trainer.chunk_program`: a jitted lax.scan over steps, vmapped ov
 
   group           members vmapped together (TrainConfig.ensemble_group; groups run one after another).
   devices         host devices holding the members. Run with MESALAB_HOST_DEVICES=2 (one device per core) to add
-                  rows with the members split over the devices as Trainer.fit does; a program that calls jaxlib's
-                  LAPACK kernels stays on one device there (train/placement.py says why).
+                  rows with the members split over the devices, and E = 1 with each batch split over them
+                  ("(batch)"), as Trainer.fit(split=...) does; a program that calls jaxlib's LAPACK kernels stays
+                  on one device there (train/placement.py says why).
   steps/chunk     optimizer steps in the timed chunk program (chosen so one call takes about --seconds).
   model-steps/s   E × steps / seconds per call (median of the timed calls, after one untimed warm-up call).
   vs E=1          model-steps/s relative to E = 1 of the same workload: the ensemble speed-up.
@@ -64,18 +65,21 @@ from mesalab.tasks.exemplar_label import ExemplarLabelConfig
 from mesalab.train import Member, TrainConfig, Trainer, train
 from mesalab.train.chunk import ensemble_program, member_chunk
 from mesalab.train.config import group_size
-from mesalab.train.placement import devices_used, place_members, safe_member_mesh
+from mesalab.train.placement import devices_used
 
 # (members E, ensemble_group G): groups of G members are vmapped and run one after another; G = E is all at once,
 # G = 0 the engine's automatic choice (TrainConfig.ensemble_group).
 ENSEMBLES = ((1, 1), (8, 8), (64, 64), (64, 8), (64, 0))
 
 
-def ensembles(n_devices: int) -> list[tuple[int, int, int]]:
-    """(E, G, devices) rows: every ENSEMBLES entry on one device, and with several host devices
-    (MESALAB_HOST_DEVICES) the all-at-once ensembles again with their members split over all of them."""
-    one = [(e, g, 1) for e, g in ENSEMBLES]
-    return one + ([(e, g, n_devices) for e, g in ENSEMBLES if g == e > 1] if n_devices > 1 else [])
+def ensembles(n_devices: int) -> list[tuple[int, int, int, str]]:
+    """(E, G, devices, split) rows: every ENSEMBLES entry on one device, and with several host devices
+    (MESALAB_HOST_DEVICES) E = 1 with its batch split over all of them and the all-at-once ensembles with their
+    members split over them."""
+    one = [(e, g, 1, "members") for e, g in ENSEMBLES]
+    if n_devices == 1:
+        return one
+    return one + [(1, 1, n_devices, "batch")] + [(e, g, n_devices, "members") for e, g in ENSEMBLES if g == e > 1]
 END_TO_END_STEPS = 500
 
 
@@ -174,22 +178,23 @@ def make_trainer(w: Workload, group: int = 1) -> Trainer:
 
 
 def measure(w: Workload, e: int, group: int, n_steps: int, reps: int, loop_once: bool,
-            devices: int = 1) -> dict[str, float]:
-    """One row of table 1; with devices > 1 the members are split over that many host devices as Trainer.fit does
-    (train/placement.py), or stay on one where the program calls kernels that can deadlock there."""
+            devices: int = 1, split: str = "members") -> dict[str, float]:
+    """One row of table 1; with devices > 1 the members (split="members") or every batch (split="batch") are split
+    over that many host devices as Trainer.fit does (train/placement.py), or stay on one where the program calls
+    kernels that can deadlock there."""
     trainer = make_trainer(w, group)
     members = [Member(seed) for seed in range(e)]
     state = trainer.init_state(members)
     lrs, tasks = trainer.member_arrays(members)
-    args = (state["params"], state["opt"], state["key"], state["alive"], lrs, tasks, jax.random.PRNGKey(0))
-    mesh = safe_member_mesh(e, jax.devices()[:devices], trainer.chunk_program(n_steps, e), args) \
-        if devices > 1 else None
-    args = (*place_members(args[:6], mesh), args[6])
+    eval_key = jax.random.PRNGKey(0)
+    if devices > 1:
+        state, lrs, tasks = trainer.place(split, jax.devices()[:devices], e, 0, (state, lrs, tasks), eval_key)
+    args = (state["params"], state["opt"], state["key"], state["alive"], lrs, tasks, eval_key)
     chunk = trainer.chunk_program(n_steps, e).lower(*args).compile()
     walls, cores = call_times(chunk, args, reps)
     step_s = statistics.median(walls) / n_steps
     fixed = FixedBatch(jax.vmap(lambda k, t: t.sample(k, trainer.cfg.batch_size))(args[2], args[5]))
-    fixed_args = args[:5] + (place_members(fixed, mesh), args[6])
+    fixed_args = args[:5] + (fixed, args[6])
     no_data = ensemble_program(member_chunk(trainer, n_steps), g := group_size(
         trainer.cfg, trainer.member_activation_bytes(), e), e).lower(*fixed_args).compile()
     no_data_s = statistics.median(call_times(no_data, fixed_args, reps)[0]) / n_steps
@@ -197,7 +202,8 @@ def measure(w: Workload, e: int, group: int, n_steps: int, reps: int, loop_once:
     sample_s = statistics.median(call_times(sampler, (args[2], args[5]), reps)[0]) / n_steps
     # With groups, the cost analysis counts the body of the loop over groups once: one group of members.
     flops_step = flops_of(chunk) / g / (1 if loop_once else n_steps)
-    return {"n": n_steps, "group": g, "devices": devices_used(args), "rate": e / step_s, "cores": cores,
+    return {"n": n_steps, "group": g, "devices": f"{devices_used(args)}{' (batch)' if split == 'batch' else ''}",
+            "rate": e / step_s, "cores": cores,
             "sampling": sample_s / step_s,
             "added": 1 - no_data_s / step_s,
             "achieved": flops_step * e / step_s}
@@ -268,20 +274,21 @@ def main() -> None:
                     "sampling added", "GFLOP/s", "% peak"):
             table.add_column(col, justify="right")
         rows, rate1 = {}, None
-        for e, group, devices in ensembles(jax.device_count()):
+        for e, group, devices, split in ensembles(jax.device_count()):
             n = w.e1_steps if rate1 is None else max(1, round(target_s * rate1 / e))
-            r = rows[(e, group, devices)] = measure(w, e, group, n, reps, loop_once, devices)
+            r = rows[(e, group, devices, split)] = measure(w, e, group, n, reps, loop_once, devices, split)
             rate1 = rate1 or r["rate"]
             table.add_row(str(e), str(group) if group else f"auto {r['group']}", str(r["devices"]), str(r["n"]),
                           f"{r['rate']:.1f}", f"{r['rate'] / rate1:.2f}×", f"{r['rate'] / ref['rate']:.2f}×",
                           f"{r['cores']:.2f}", f"{r['sampling']:.0%}", f"{r['added']:.0%}",
                           f"{r['achieved'] / 1e9:.2f}", f"{r['achieved'] / peak:.1%}")
         console.print(table)
-        console.print(f"  E=1 vs the reference loop: {rows[(1, 1, 1)]['rate'] / ref['rate']:.2f}×; ensemble speed-up "
-                      f"E=64 vs E=1: {rows[(64, 64, 1)]['rate'] / rate1:.2f}× all at once, "
-                      f"{rows[(64, 0, 1)]['rate'] / rate1:.2f}× automatic groups"
-                      + "".join(f"; E={e} on {d} devices vs 1: {rows[(e, g, d)]['rate'] / rows[(e, g, 1)]['rate']:.2f}×"
-                                for e, g, d in rows if d > 1)
+        console.print(f"  E=1 vs the reference loop: {rows[(1, 1, 1, 'members')]['rate'] / ref['rate']:.2f}×; "
+                      f"ensemble speed-up E=64 vs E=1: {rows[(64, 64, 1, 'members')]['rate'] / rate1:.2f}× all at "
+                      f"once, {rows[(64, 0, 1, 'members')]['rate'] / rate1:.2f}× automatic groups"
+                      + "".join(f"; E={e} on {d} devices ({s}) vs 1: "
+                                f"{rows[(e, g, d, s)]['rate'] / rows[(e, g, 1, 'members')]['rate']:.2f}×"
+                                for e, g, d, s in rows if d > 1)
                       + ("" if loop_once else "  (cost analysis counted every scan trip)"))
         t = end_to_end(w, reps)
         e2e.add_row(w.name, f"{t['reference']:.2f}", f"{t['mesalab']:.2f}", f"{t['reference'] / t['mesalab']:.2f}×")

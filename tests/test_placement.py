@@ -1,6 +1,9 @@
 """Members split over the host's devices (train/placement.py): the same numbers as on one device, to round-off."""
 
 import functools
+import os
+import subprocess
+import sys
 
 import equinox as eqx
 import jax
@@ -9,6 +12,7 @@ import numpy as np
 import pytest
 
 from mesalab import jax_setup
+from mesalab.config import ConfigError
 from mesalab.models import Transformer
 from mesalab.train import Trainer
 from mesalab.train.engine import as_members
@@ -63,7 +67,13 @@ class QRRegression(eqx.Module):
         return eqx.tree_at(lambda b: b.inputs, b, b.inputs + 0.0 * q[:, :1, :1])
 
 
-def test_programs_that_call_lapack_kernels_stay_on_one_device(reg_task, lsa_cfg, dyn_task, small_train):
+def dyn_trainer(dyn_task, train):
+    model = TransformerConfig(d_model=4 * dyn_task.d, n_layers=1, n_heads=1, d_head=4, attention="linear",
+                              causal=True, readout_start=0, readout_size=dyn_task.d)
+    return Trainer(dyn_task, functools.partial(Transformer, model), train)
+
+
+def test_programs_that_call_lapack_kernels_stay_on_one_device(reg_task, lsa_cfg, small_train):
     model = functools.partial(Transformer, lsa_cfg)
     qr = chunk_and_args(Trainer(QRRegression(reg_task), model, small_train))
     reg = chunk_and_args(Trainer(reg_task, model, small_train))
@@ -77,7 +87,26 @@ def test_programs_that_call_lapack_kernels_stay_on_one_device(reg_task, lsa_cfg,
 
 def test_the_dynamics_task_calls_no_lapack_kernel(dyn_task, small_train):
     # Its W* come from tasks/orthogonal.py, so its members can be split over the host's devices.
-    model = TransformerConfig(d_model=4 * dyn_task.d, n_layers=1, n_heads=1, d_head=4, attention="linear",
-                              causal=True, readout_start=0, readout_size=dyn_task.d)
-    assert pool_reentering_calls(*chunk_and_args(Trainer(dyn_task, functools.partial(Transformer, model),
-                                                         small_train))) == []
+    assert pool_reentering_calls(*chunk_and_args(dyn_trainer(dyn_task, small_train))) == []
+
+
+@two_devices
+def test_a_batch_split_over_devices_matches_one_device(dyn_task, small_train):
+    trainer = dyn_trainer(dyn_task, small_train)
+    split = trainer.fit(1, progress=False, split="batch")
+    one = trainer.fit(1, progress=False, devices=jax.devices()[:1])
+    assert devices_used(split.models) == 2 and devices_used(one.models) == 1
+    for a, b in zip(jax.tree_util.tree_leaves(split.models), jax.tree_util.tree_leaves(one.models)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)   # summation order only
+    np.testing.assert_allclose(split.history["value"], one.history["value"], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ConfigError, match="fit\\(split='rows'\\)"):
+        trainer.fit(1, progress=False, split="rows")
+
+
+def test_the_two_device_paths_run_in_a_subprocess():
+    # CI has one device; this file's 2-device tests run again with two host devices, under a timeout that turns a
+    # deadlock (train/placement.py) into a failure.
+    env = {**os.environ, "MESALAB_HOST_DEVICES": "2"}
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+                           "not subprocess"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "skipped" not in done.stdout, done.stdout[-2000:]

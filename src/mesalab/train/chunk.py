@@ -22,6 +22,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from mesalab.train.placement import split_batch
+
 
 def member_chunk(trainer: Any, n_steps: int) -> Callable:
     """run(params, opt, key, alive, lr, task, eval_key) -> (params, opt, key, alive, losses [n_steps], metrics).
@@ -30,11 +32,13 @@ def member_chunk(trainer: Any, n_steps: int) -> Callable:
     no evaluation batch). `trainer` supplies the loss, optimizer, interventions, frozen mask and divergence policy."""
     static, tx, cfg, ivs = trainer._static, trainer.tx, trainer.cfg, trainer.interventions
     freeze, mask, loss_fn = trainer.on_divergence == "freeze", trainer._train_mask, trainer.loss_fn
+    sharding = trainer._batch_sharding   # fit(split="batch"): each batch split over the host devices
 
     def run(params, opt, key, alive, lr, task, eval_key):
         def draw(key):
             key, sub = jax.random.split(key)
-            return key, task.sample(sub, cfg.batch_size)
+            batch = task.sample(sub, cfg.batch_size)
+            return key, batch if sharding is None else split_batch(batch, sharding)
 
         def train_on(params, opt, alive, batch):
             loss, grads = jax.value_and_grad(lambda p: loss_fn(eqx.combine(p, static), batch, ivs))(params)

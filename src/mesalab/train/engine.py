@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from jax.sharding import NamedSharding, PartitionSpec
 
 from mesalab.config import ConfigError, override, stack_configs
 from mesalab.models.hooks import Intervention
@@ -28,7 +29,7 @@ from mesalab.train.chunk import ensemble_program, evaluate_member, member_chunk
 from mesalab.train.config import TrainConfig, group_size
 from mesalab.train.loss import default_loss
 from mesalab.train.optim import direction, optimizer_time
-from mesalab.train.placement import place_members, safe_member_mesh
+from mesalab.train.placement import BATCH_AXIS, batch_mesh, place_members, replicate, safe_member_mesh
 from mesalab.train.progress import Progress
 from mesalab.train.resume import restore_run, run_header, save_run
 
@@ -138,7 +139,8 @@ class Trainer:
         self._train_mask = None if frozen is None else eqx.tree_at(
             frozen, jax.tree_util.tree_map(lambda _: 1.0, shapes),
             replace_fn=lambda sub: jax.tree_util.tree_map(lambda _: 0.0, sub))
-        self._chunks: dict[tuple[int, int], Callable] = {}
+        self._chunks: dict[tuple, Callable] = {}
+        self._batch_sharding: Any = None   # set by fit(split="batch") while it runs (train/chunk.py reads it)
         # Evaluation alone, for the untrained models of a null run; trained chunks evaluate inside their program.
         self._eval = jax.jit(jax.vmap(self._evaluate_member, in_axes=(0, 0, None)))
         self._act_bytes: int | None = None
@@ -197,9 +199,10 @@ class Trainer:
         the evaluation of the final weights fused in (train/chunk.py):
         program(params, opt, key, alive, lrs, tasks, eval_key) -> (params, opt, key, alive, losses [E, n], metrics)."""
         group = group_size(self.cfg, self.member_activation_bytes(), members)
-        if (n_steps, group) not in self._chunks:
-            self._chunks[(n_steps, group)] = ensemble_program(member_chunk(self, n_steps), group, members)
-        return self._chunks[(n_steps, group)]
+        key = (n_steps, group, self._batch_sharding)
+        if key not in self._chunks:
+            self._chunks[key] = ensemble_program(member_chunk(self, n_steps), group, members)
+        return self._chunks[key]
 
     def _evaluate_member(self, params, task, key):
         return evaluate_member(self, params, task, key)
@@ -209,6 +212,7 @@ class Trainer:
         self, seeds: int | Sequence[int] | Sequence[Member] = 1, *, checkpoint_dir: str | Path | None = None,
         resume: bool = False, progress: bool = True, eval_seed: int = 12345, stop_after: int | None = None,
         init: Any = None, devices: Sequence[Any] | None = None, callbacks: Sequence[Any] = (),
+        split: str = "members",
     ) -> TrainResult:
         """Train the ensemble. With `checkpoint_dir`, a checkpoint is written at every chunk boundary; with
         `resume`, training continues from it and ends with the same numbers as an uninterrupted run.
@@ -216,7 +220,9 @@ class Trainer:
         0 returns the untrained models with one evaluation recorded at step 0 (what a study's null run uses).
         `init`: stacked models (leading member axis, structured as make_model's) to start from instead of fresh
         ones — continued training, or fresh parts combined with per-member frozen ones. `devices`: where the
-        members train, split along the member axis (default: every local device; train/placement.py).
+        members train (default: every local device; train/placement.py): `split="members"` puts a share of the
+        members on each, `split="batch"` gives every device a share of each member's batch (the gradient summed
+        across devices; the same data, numbers equal to round-off), which helps a few members with large steps.
         `callbacks`: objects called at the start, after every chunk and at the end (train/callbacks.py)."""
         members = as_members(seeds)
         lrs, tasks = self.member_arrays(members)
@@ -228,13 +234,35 @@ class Trainer:
         if resume and ckpt is not None and ckpt.exists():
             configs = {"task": self.task, "model": getattr(self._static, "cfg", None), "train": self.cfg}
             state, step, records, seconds_before = restore_run(ckpt, state, header, configs)
-        # Members split over the host's devices (one per core), unless they train in sequential groups.
         eval_key = jax.random.PRNGKey(eval_seed)
-        if group_size(self.cfg, self.member_activation_bytes(), len(members)) >= len(members) and step < self.cfg.steps:
-            n = min(self.cfg.chunk_steps, self.cfg.steps - step)
-            mesh = safe_member_mesh(len(members), devices, self.chunk_program(n, len(members)), (
-                state["params"], state["opt"], state["key"], state["alive"], lrs, tasks, eval_key))
-            state, lrs, tasks = place_members((state, lrs, tasks), mesh)
+        if split not in ("members", "batch"):
+            raise ConfigError(f"fit(split={split!r}) is not allowed; expected 'members' or 'batch'")
+        if step < self.cfg.steps:
+            state, lrs, tasks = self.place(split, devices, len(members), step, (state, lrs, tasks), eval_key)
+        try:
+            return self._loop(members, state, lrs, tasks, step, records, seconds_before, ckpt, header, eval_key,
+                              progress, stop_after, callbacks)
+        finally:
+            self._batch_sharding = None
+
+    def place(self, split: str, devices: Sequence[Any] | None, n_members: int, step: int, arrays: tuple,
+               eval_key: jax.Array) -> tuple:
+        """(state, lrs, tasks) placed on the host devices for fit's `split` (train/placement.py); with "batch" the
+        trainer's programs split every batch until fit ends (benchmarks/engine.py calls this directly)."""
+        state, lrs, tasks = arrays
+        n = min(self.cfg.chunk_steps, self.cfg.steps - step)
+        args = (state["params"], state["opt"], state["key"], state["alive"], lrs, tasks, eval_key)
+        if split == "batch":
+            mesh = safe_member_mesh(self.cfg.batch_size, devices, self.chunk_program(n, n_members), args, batch_mesh)
+            if mesh is not None:
+                self._batch_sharding = NamedSharding(mesh, PartitionSpec(BATCH_AXIS))
+            return replicate(arrays, mesh)
+        if group_size(self.cfg, self.member_activation_bytes(), n_members) < n_members:
+            return arrays   # members grouped into sequential batches stay on one device
+        return place_members(arrays, safe_member_mesh(n_members, devices, self.chunk_program(n, n_members), args))
+
+    def _loop(self, members, state, lrs, tasks, step, records, seconds_before, ckpt, header, eval_key, progress,
+              stop_after, callbacks) -> TrainResult:
         notify(callbacks, "on_train_start", members, step, list(records))
         bar = Progress(self.cfg.steps, len(members), enabled=progress, start=step)
         t0, total = time.perf_counter(), self.cfg.steps if stop_after is None else min(stop_after, self.cfg.steps)

@@ -22,6 +22,7 @@ once, which is why the hang came and went. The same re-entry deadlock is reporte
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import warnings
 from typing import Any, Callable, Sequence
@@ -31,6 +32,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MEMBER_AXIS = "members"
+BATCH_AXIS = "batch"
 POOL_REENTERING_CALL = re.compile(r"custom_call @(lapack_\w+)")
 
 
@@ -46,10 +48,11 @@ def pool_reentering_calls(program: Callable, args: Sequence[Any]) -> list[str]:
     return sorted(set(POOL_REENTERING_CALL.findall(program.lower(*args).as_text())))
 
 
-def safe_member_mesh(n_members: int, devices: list | None, program: Callable, args: Sequence[Any]) -> Mesh | None:
-    """member_mesh, unless the program calls a kernel that can deadlock with members on several devices: then None
-    (one device), with a warning that names the kernels."""
-    mesh = member_mesh(n_members, devices)
+def safe_member_mesh(n_members: int, devices: list | None, program: Callable, args: Sequence[Any],
+                     mesh_of: Callable = member_mesh) -> Mesh | None:
+    """member_mesh (or `mesh_of`, e.g. batch_mesh with the batch size), unless the program calls a kernel that can
+    deadlock on several devices: then None (one device), with a warning that names the kernels."""
+    mesh = mesh_of(n_members, devices)
     if mesh is None:
         return None
     calls = pool_reentering_calls(program, args)
@@ -59,6 +62,30 @@ def safe_member_mesh(n_members: int, devices: list | None, program: Callable, ar
                       "(mesalab/train/placement.py)", stacklevel=3)
         return None
     return mesh
+
+
+def batch_mesh(batch_size: int, devices: list | None = None) -> Mesh | None:
+    """A 1-D mesh over the most local devices that divide the batch evenly; None when that is one device."""
+    devices = list(jax.local_devices() if devices is None else devices)
+    used = max(d for d in range(1, len(devices) + 1) if batch_size % d == 0)
+    return None if used == 1 else Mesh(np.asarray(devices[:used]), (BATCH_AXIS,))
+
+
+def split_batch(batch: Any, sharding: NamedSharding) -> Any:
+    """A sampled batch with its inputs, targets and loss mask split along their first (batch) axis (fit(split=
+    "batch")); inside vmap over members the member axis stays whole."""
+    put = lambda x: jax.lax.with_sharding_constraint(x, sharding)  # noqa: E731
+    return dataclasses.replace(batch, inputs=put(batch.inputs), targets=put(batch.targets),
+                               loss_mask=put(batch.loss_mask))
+
+
+def replicate(tree: Any, mesh: Mesh | None) -> Any:
+    """Every array leaf copied whole to each device of the mesh; unchanged without a mesh."""
+    if mesh is None:
+        return tree
+    whole = NamedSharding(mesh, PartitionSpec())
+    return jax.tree_util.tree_map(lambda x: jax.device_put(x, whole) if isinstance(x, (jax.Array, np.ndarray))
+                                  else x, tree)
 
 
 def place_members(tree: Any, mesh: Mesh | None) -> Any:
