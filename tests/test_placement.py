@@ -77,9 +77,10 @@ def test_programs_that_call_lapack_kernels_stay_on_one_device(reg_task, lsa_cfg,
     model = functools.partial(Transformer, lsa_cfg)
     qr = chunk_and_args(Trainer(QRRegression(reg_task), model, small_train))
     reg = chunk_and_args(Trainer(reg_task, model, small_train))
-    assert "lapack_sgeqrf_ffi" in pool_reentering_calls(*qr) and pool_reentering_calls(*reg) == []
+    # jaxlib >= 0.4.32 names the kernel lapack_sgeqrf_ffi; older jaxlib lapack_sgeqrf.
+    assert any(c.startswith("lapack_sgeqrf") for c in pool_reentering_calls(*qr)) and pool_reentering_calls(*reg) == []
     devices = jax.devices() * 2   # two entries: a mesh is asked for even on a one-device machine
-    with pytest.warns(UserWarning, match="training on one device, not 2: the program calls lapack_sgeqrf_ffi"):
+    with pytest.warns(UserWarning, match="training on one device, not 2: the program calls lapack_sgeqrf"):
         assert safe_member_mesh(2, devices[:2], *qr) is None
     if jax.device_count() >= 2:
         assert safe_member_mesh(2, jax.devices()[:2], *reg).devices.size == 2
