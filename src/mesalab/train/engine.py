@@ -224,6 +224,8 @@ class Trainer:
         members on each, `split="batch"` gives every device a share of each member's batch (the gradient summed
         across devices; the same data, numbers equal to round-off), which helps a few members with large steps.
         `callbacks`: objects called at the start, after every chunk and at the end (train/callbacks.py)."""
+        if split not in ("members", "batch"):
+            raise ConfigError(f"fit(split={split!r}) is not allowed; expected 'members' or 'batch'")
         members = as_members(seeds)
         lrs, tasks = self.member_arrays(members)
         if init is not None:
@@ -235,8 +237,6 @@ class Trainer:
             configs = {"task": self.task, "model": getattr(self._static, "cfg", None), "train": self.cfg}
             state, step, records, seconds_before = restore_run(ckpt, state, header, configs)
         eval_key = jax.random.PRNGKey(eval_seed)
-        if split not in ("members", "batch"):
-            raise ConfigError(f"fit(split={split!r}) is not allowed; expected 'members' or 'batch'")
         if step < self.cfg.steps:
             state, lrs, tasks = self.place(split, devices, len(members), step, (state, lrs, tasks), eval_key)
         try:
@@ -246,7 +246,7 @@ class Trainer:
             self._batch_sharding = None
 
     def place(self, split: str, devices: Sequence[Any] | None, n_members: int, step: int, arrays: tuple,
-               eval_key: jax.Array) -> tuple:
+              eval_key: jax.Array) -> tuple:
         """(state, lrs, tasks) placed on the host devices for fit's `split` (train/placement.py); with "batch" the
         trainer's programs split every batch until fit ends (benchmarks/engine.py calls this directly)."""
         state, lrs, tasks = arrays
