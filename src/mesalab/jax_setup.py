@@ -6,12 +6,13 @@ into jax.config when it already was.
 - Compiling dominates the run time of small models; the cache makes the second run of a program start at once.
   Set MESALAB_COMPILATION_CACHE to a folder to move it, or to "off" to disable it.
 - MESALAB_HOST_DEVICES = N (off by default) asks XLA for N host CPU devices, and the engine then splits an
-  ensemble's members over them (train/placement.py). Measured on 2 cores: 1.25× for workload (a) at E = 8, 1.49× for
-  (c) at E = 64, 1.35–1.41× for (b) at E = 8 and 64. It is opt-in because the split changes a run's numbers at float
-  round-off (the compiled programs fuse differently), and every study's recorded results were measured on one
-  device. Programs that call jaxlib's LAPACK kernels stay on one device (the cause of a hang found 2026-11-29;
-  placement.py). An invalid value is reported with a warning and one device is used. Nothing changes when XLA_FLAGS
-  already sets the count, or when JAX's backends were started before mesalab was imported.
+  ensemble's members over them (train/placement.py). Measured on 2 cores (benchmarks/engine.py, E = 8 and 64):
+  1.07–1.32× for workload (a), 1.45–1.67× for (b), 1.60–2.07× for (c) (the README's table). It is opt-in because
+  the split changes a run's numbers at float round-off (the compiled programs fuse differently), and every study's
+  recorded results were measured on one device. Programs that call jaxlib's LAPACK kernels stay on one device (the
+  cause of a hang found 2026-11-29; placement.py). An invalid value is reported with a warning and one device is
+  used. Nothing changes when XLA_FLAGS already sets the count, or when JAX's backends were started before mesalab
+  was imported.
 """
 
 from __future__ import annotations

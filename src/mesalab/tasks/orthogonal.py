@@ -7,7 +7,7 @@ written with jnp, so Q equals `jax.random.orthogonal(key, n, shape)` to float ro
 
 Why not call `jax.random.orthogonal`: on CPU its QR is a jaxlib LAPACK kernel that splits a batch of matrices over
 XLA's intra-op thread pool and blocks on it, which deadlocks with ensemble members on several host devices
-(train/placement.py). Written with jnp, the dynamics task's members can be placed on every core: 1.35–1.41× the
+(train/placement.py). Written with jnp, the dynamics task's members can be placed on every core: 1.45–1.67× the
 model-steps/s of one device for benchmarks/engine.py workload (b) at E = 8 and 64 on 2 cores (2026-11-29).
 """
 

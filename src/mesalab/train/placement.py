@@ -5,7 +5,9 @@ members on each keeps more cores busy where XLA:CPU runs these models' small ope
 single device nothing moves. Members never interact, so each member's numbers are those of the same member trained
 on one device, to float round-off (tests/test_placement.py). The member count must be divisible by the devices used:
 E members use the largest divisor of E that is at most the device count (E = 3 on 2 devices: one device), and a
-member grouped into sequential batches (TrainConfig.ensemble_group below E) stays on one device.
+member grouped into sequential batches (TrainConfig.ensemble_group below E) stays on one device. With
+fit(split="batch") every device takes a share of each member's batch instead (batch_mesh, split_batch); XLA sums the
+gradient across them.
 
 Programs that call jaxlib's CPU linear-algebra kernels stay on one device (`safe_member_mesh`). Those kernels
 (custom calls named `lapack_*`: QR, LU, triangular solves, Cholesky, eigh, SVD) split a batch of matrices over
@@ -36,11 +38,16 @@ BATCH_AXIS = "batch"
 POOL_REENTERING_CALL = re.compile(r"custom_call @(lapack_\w+)")
 
 
-def member_mesh(n_members: int, devices: list | None = None) -> Mesh | None:
-    """A 1-D mesh over the most local devices that divide n_members evenly; None when that is one device."""
+def divisor_mesh(n: int, devices: list | None, axis: str) -> Mesh | None:
+    """A 1-D mesh named `axis` over the most local devices that divide n evenly; None when that is one device."""
     devices = list(jax.local_devices() if devices is None else devices)
-    used = max(d for d in range(1, len(devices) + 1) if n_members % d == 0)
-    return None if used == 1 else Mesh(np.asarray(devices[:used]), (MEMBER_AXIS,))
+    used = max(d for d in range(1, len(devices) + 1) if n % d == 0)
+    return None if used == 1 else Mesh(np.asarray(devices[:used]), (axis,))
+
+
+def member_mesh(n_members: int, devices: list | None = None) -> Mesh | None:
+    """The mesh that splits n_members members (divisor_mesh)."""
+    return divisor_mesh(n_members, devices, MEMBER_AXIS)
 
 
 def pool_reentering_calls(program: Callable, args: Sequence[Any]) -> list[str]:
@@ -58,17 +65,15 @@ def safe_member_mesh(n_members: int, devices: list | None, program: Callable, ar
     calls = pool_reentering_calls(program, args)
     if calls:
         warnings.warn(f"training on one device, not {mesh.devices.size}: the program calls {', '.join(calls)}, "
-                      "jaxlib CPU kernels that can deadlock with members on several host devices "
+                      "jaxlib CPU kernels that can deadlock on several host devices "
                       "(mesalab/train/placement.py)", stacklevel=3)
         return None
     return mesh
 
 
 def batch_mesh(batch_size: int, devices: list | None = None) -> Mesh | None:
-    """A 1-D mesh over the most local devices that divide the batch evenly; None when that is one device."""
-    devices = list(jax.local_devices() if devices is None else devices)
-    used = max(d for d in range(1, len(devices) + 1) if batch_size % d == 0)
-    return None if used == 1 else Mesh(np.asarray(devices[:used]), (BATCH_AXIS,))
+    """The mesh that splits a batch of batch_size sequences (divisor_mesh)."""
+    return divisor_mesh(batch_size, devices, BATCH_AXIS)
 
 
 def split_batch(batch: Any, sharding: NamedSharding) -> Any:
