@@ -16,8 +16,8 @@ Table 1, steady training (compile excluded). Each workload is trained as an ense
 chunk program (`Trainer.chunk_program`: a jitted lax.scan over steps, vmapped over members). Columns:
 
   group           members vmapped together (TrainConfig.ensemble_group; groups run one after another).
-  devices         host devices holding the members. Run with MESALAB_HOST_DEVICES=2 (one device per core) to add
-                  rows with the members split over the devices, and E = 1 with each batch split over them
+  devices         host devices holding the members. With several (mesalab's default: one per core;
+                  MESALAB_HOST_DEVICES=1 for one) the table adds rows with the members split over the devices, and E = 1 with each batch split over them
                   ("(batch)"), as Trainer.fit(split=...) does; a program that calls jaxlib's LAPACK kernels stays
                   on one device there (train/placement.py says why).
   steps/chunk     optimizer steps in the timed chunk program (chosen so one call takes about --seconds).

@@ -2,12 +2,21 @@
 
 Compile time dominates these tests, so configurations are shared (identical configs hit the same jit cache) and the
 persistent compilation cache is on (outside the repository; see mesalab.jax_setup).
+
+The suite runs on one host device unless MESALAB_HOST_DEVICES says otherwise: its exact comparisons (resume, vmapped
+against alone, stored programs) are written for one device, and every test then compiles one program, not one per
+split. tests/test_placement.py runs its multi-device tests in a subprocess with two devices, the default of a 2-core
+machine.
 """
 
-import jax
-import pytest
+import os
 
-from mesalab import jax_setup  # noqa: F401
+os.environ.setdefault("MESALAB_HOST_DEVICES", "1")   # before mesalab's import, which reads it
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+from mesalab import jax_setup  # noqa: F401, E402
 
 
 from mesalab.models import Transformer, TransformerConfig  # noqa: E402

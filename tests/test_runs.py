@@ -39,7 +39,7 @@ def test_run_writes_every_artefact(smoke_run):
     for name in ("claims.json", "report.html", "checkpoints/lsa/checkpoint.safetensors", "figures/loss.png"):
         assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask, name  # readable by others, as umask allows
     meta = json.loads((out / "run.json").read_text())
-    assert meta["status"] == "done" and meta["seconds"] > 0 and meta["scale"] == "smoke"
+    assert meta["status"] == "done" and meta["seconds"] > 0 and meta["scale"] == "smoke" and meta["split"] == "members"
     env = json.loads((out / "environment.json").read_text())
     assert env["versions"]["jax"] and env["device"].startswith("cpu")
     assert env["packages"]["jax"] == env["versions"]["jax"] and "pytest" in env["packages"]  # the full list
@@ -215,6 +215,8 @@ def test_cli_errors_are_one_line():
     assert res.exit_code == 2 and "smoke, quick, cpu, paper" in res.output
     res = runner.invoke(app, ["run", "gd-equivalence", "--scale", "smoke", "--set", "x_half_width=-1"])
     assert res.exit_code == 2 and "x_half_width = -1.0 is not allowed" in res.output
+    res = runner.invoke(app, ["run", "gd-equivalence", "--scale", "smoke", "--split", "rows"])
+    assert res.exit_code == 2 and "--split rows is not allowed; expected one of members, batch" in res.output
 
 
 def test_list_shows_summary_and_source_and_version():
@@ -257,6 +259,10 @@ def test_a_killed_run_resumes_to_the_uninterrupted_numbers(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(full / "metrics.parquet"), pd.read_parquet(resumed / "metrics.parquet"))
     with pytest.raises(FileExistsError, match="--resume"):
         run_study("gd-equivalence", "smoke", sets=sets, out=full, progress=False)
+    done = json.loads((full / "run.json").read_text())
+    run_study("gd-equivalence", "smoke", sets=sets, out=full, resume=True, progress=False)   # a done run, again
+    again = json.loads((full / "run.json").read_text())
+    assert again["started"] == done["started"] and len(again["resumed"]) == 1 and again["seconds"] > done["seconds"]
 
 
 def test_divergence_reaches_the_cli_user_as_one_line(tmp_path):

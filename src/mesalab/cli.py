@@ -107,6 +107,8 @@ def run(
                                     "(repeatable; needs that package, see `pip install \"mesalab[tracking]\"`)"),
     from_run: Optional[Path] = typer.Option(None, "--from", help="analyse the models of this earlier run instead of "
                                             "training them (studies with a from_run key, e.g. attention-saes)"),
+    split: str = typer.Option("members", help="with several host devices (one per core by default): members (a "
+                              "share of each ensemble's members on each) | batch (a share of every batch)"),
 ) -> None:
     """Run a study: train, measure, judge its claims, draw figures, write the report, print the claims table."""
     from mesalab.studies.runner import run_study
@@ -126,7 +128,7 @@ def run(
         set_ = [*set_, f"from_run={from_run}"]
     try:
         run_dir = run_study(study, scale, sets=set_, seeds=seeds or None, out=out, resume=resume, progress=progress,
-                            config_file=config, track=track)
+                            config_file=config, track=track, split=split)
     except (ConfigError, UnknownStudyError, FileExistsError, FileNotFoundError, CheckpointError, ImportError) as e:
         fail(str(e))
     except TrainingDiverged as e:

@@ -63,7 +63,8 @@ def draw_figures(study: Any, cfg: Any, results: dict[str, Any], ctx: "RunContext
 class RunContext:
     """Where a study run writes, and how: its folder, whether to show progress and whether to resume. `untrained`:
     the null run, where every `fit` returns the models at initialisation and nothing is written. `trackers`:
-    experiment trackers (train/trackers.py) that follow every part, each under the prefix `<part>/`."""
+    experiment trackers (train/trackers.py) that follow every part, each under the prefix `<part>/`. `split`: how
+    every part's training uses several host devices (Trainer.fit's split: "members" or "batch")."""
 
     dir: Path
     progress: bool = True
@@ -71,11 +72,13 @@ class RunContext:
     untrained: bool = False
     metrics: list[pd.DataFrame] = dataclasses.field(default_factory=list)
     trackers: list[Any] = dataclasses.field(default_factory=list)
+    split: str = "members"
 
     def fit(self, trainer: Any, seeds: Any, part: str, **kwargs: Any) -> Any:
         """Train `seeds` with `trainer` as part `part` of the run: checkpointed under checkpoints/<part>, resumable,
         its history recorded, and appended as it trains to checkpoints/<part>/metrics.csv (train/callbacks.py), so a
         running or killed run's curves can be read. In the null run: the untrained models, evaluated once at step 0."""
+        kwargs.setdefault("split", self.split)
         if self.untrained:
             return trainer.fit(seeds, progress=False, stop_after=0, **kwargs)
         for tracker in self.trackers:

@@ -14,6 +14,7 @@ from mesalab.config import ConfigError, from_dict, override, parse_assignments, 
 from mesalab.studies import get_study
 from mesalab.studies.protocol import RunContext, draw_figures
 from mesalab.studies.verdicts import Claim, attach_nulls
+from mesalab.train.placement import SPLITS
 from mesalab.train.resume import differences
 from mesalab.train.trackers import TRACKERS, make_tracker
 
@@ -34,14 +35,18 @@ def study_config(name: str, scale: str, sets: list[str] | None = None, seeds: in
 
 def run_study(name: str, scale: str = "cpu", *, sets: list[str] | None = None, seeds: int | None = None,
               out: str | Path | None = None, resume: bool = False, progress: bool = True,
-              config_file: str | Path | None = None, track: list[str] | None = None) -> Path:
+              config_file: str | Path | None = None, track: list[str] | None = None, split: str = "members") -> Path:
     """Train, measure, judge the claims, draw the figures and build the report; returns the run directory.
 
     With `resume`, `out` must be an earlier run of the same study and config: training continues from its
     checkpoints and ends with the numbers an uninterrupted run would have given. `track`: experiment trackers by
-    name ("tensorboard", "wandb", "mlflow"; train/trackers.py) that log every part's metrics as it trains."""
+    name ("tensorboard", "wandb", "mlflow"; train/trackers.py) that log every part's metrics as it trains. `split`:
+    how training uses several host devices ("members": a share of each ensemble's members on each; "batch": a share
+    of every batch; Trainer.fit), recorded in run.json."""
     study = get_study(name)
     cfg = study_config(name, scale, sets, seeds, config_file)
+    if split not in SPLITS:
+        raise ConfigError(f"--split {split} is not allowed; expected one of {', '.join(SPLITS)}")
     for t in track or []:
         if t not in TRACKERS:
             raise ConfigError(f"--track {t} is not allowed; expected one of {', '.join(TRACKERS)}")
@@ -53,7 +58,7 @@ def run_study(name: str, scale: str = "cpu", *, sets: list[str] | None = None, s
         raise FileExistsError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     meta = {"study": name, "scale": scale, "started": earlier.get("started", now), "status": "running",
-            "source": study.SOURCE}
+            "source": study.SOURCE, "split": split}
     if resume:
         meta["resumed"] = [*earlier.get("resumed", []), now]
     # Seconds summed over the sessions that ended (done or failed) and this one; a killed session recorded none.
@@ -62,7 +67,8 @@ def run_study(name: str, scale: str = "cpu", *, sets: list[str] | None = None, s
     store.write_json(run_dir / "config.json", to_dict(cfg))
     store.write_json(run_dir / "environment.json", store.environment())
 
-    ctx = RunContext(run_dir, progress=progress, resume=resume, trackers=[make_tracker(t, run_dir) for t in track or []])
+    ctx = RunContext(run_dir, progress=progress, resume=resume, trackers=[make_tracker(t, run_dir) for t in track or []],
+                     split=split)
     t0 = time.perf_counter()
     try:
         results = study.run(cfg, ctx)

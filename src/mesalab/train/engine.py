@@ -29,9 +29,10 @@ from mesalab.train.chunk import ensemble_program, evaluate_member, member_chunk
 from mesalab.train.config import TrainConfig, group_size
 from mesalab.train.loss import default_loss
 from mesalab.train.optim import direction, optimizer_time
-from mesalab.train.placement import BATCH_AXIS, batch_mesh, place_members, replicate, safe_member_mesh
+from mesalab.train.placement import (BATCH_AXIS, SPLITS, batch_mesh, devices_used, gather, place_members, replicate,
+                                     safe_member_mesh)
 from mesalab.train.progress import Progress
-from mesalab.train.resume import restore_run, run_header, save_run
+from mesalab.train.resume import restore_run, run_header, save_run, warn_if_placement_differs
 
 CHECKPOINT_NAME = "checkpoint.safetensors"
 LossFn = Callable[..., jax.Array]
@@ -58,8 +59,9 @@ class Member:
 
 @dataclasses.dataclass
 class TrainResult:
-    """models: the trained ensemble (array leaves have a leading member axis); history: long-format metrics
-    (step, member, seed, metric, value); step: optimizer steps done; train: the training config that produced it."""
+    """models: the trained ensemble (array leaves have a leading member axis), on one device whatever the split;
+    history: long-format metrics (step, member, seed, metric, value); step: optimizer steps done; train: the training
+    config that produced it; devices: how many devices trained it."""
 
     models: Any
     history: pd.DataFrame
@@ -67,6 +69,7 @@ class TrainResult:
     members: tuple[Member, ...]
     seconds: float
     train: TrainConfig | None = None
+    devices: int = 1   # host devices the members (or each batch) were split over while training (placement.py)
 
     def curve(self, metric: str = "test_loss") -> dict[str, list]:
         """One metric's history: steps [S], values `[member][S]`, and time [S], the optimizer time Σ lr / peak lr at
@@ -224,8 +227,8 @@ class Trainer:
         members on each, `split="batch"` gives every device a share of each member's batch (the gradient summed
         across devices; the same data, numbers equal to round-off), which helps a few members with large steps.
         `callbacks`: objects called at the start, after every chunk and at the end (train/callbacks.py)."""
-        if split not in ("members", "batch"):
-            raise ConfigError(f"fit(split={split!r}) is not allowed; expected 'members' or 'batch'")
+        if split not in SPLITS:
+            raise ConfigError(f"fit(split={split!r}) is not allowed; expected one of {', '.join(map(repr, SPLITS))}")
         members = as_members(seeds)
         lrs, tasks = self.member_arrays(members)
         if init is not None:
@@ -239,6 +242,10 @@ class Trainer:
         eval_key = jax.random.PRNGKey(eval_seed)
         if step < self.cfg.steps:
             state, lrs, tasks = self.place(split, devices, len(members), step, (state, lrs, tasks), eval_key)
+            # Recorded, not compared: a resume on other devices continues, with a warning.
+            header = {**header, "devices": devices_used(state["params"]), "split": split}
+            if seconds_before or step:
+                warn_if_placement_differs(ckpt, header)
         try:
             return self._loop(members, state, lrs, tasks, step, records, seconds_before, ckpt, header, eval_key,
                               progress, stop_after, callbacks)
@@ -293,10 +300,14 @@ class Trainer:
                 bar.update(step, float(np.mean(finite)) if finite.size else float("nan"))
         finally:
             bar.close()
-        models = eqx.combine(state["params"], self._static)
+        # Gathered onto one device: analyses of the trained models then run as unsplit programs, as on one device
+        # (a split one could call jaxlib's LAPACK kernels on both devices at once and deadlock; placement.py).
+        devices = devices_used(state["params"])
+        models = eqx.combine(gather(state["params"]), self._static)
         history = pd.DataFrame(records, columns=["step", "member", "seed", "metric", "value"])
         # Seconds spent training, summed over the interrupted sessions of a resumed run.
-        result = TrainResult(models, history, step, members, seconds_before + time.perf_counter() - t0, self.cfg)
+        result = TrainResult(models, history, step, members, seconds_before + time.perf_counter() - t0, self.cfg,
+                             devices)
         notify(callbacks, "on_train_end", result)
         return result
 

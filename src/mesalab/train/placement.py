@@ -1,6 +1,6 @@
 """Where an ensemble's members train: split along the member axis over the local devices.
 
-With MESALAB_HOST_DEVICES = N (jax_setup.py; off by default) XLA has N host CPU devices, and placing a share of the
+With MESALAB_HOST_DEVICES = N (jax_setup.py; by default one per core) XLA has N host CPU devices, and placing a share of the
 members on each keeps more cores busy where XLA:CPU runs these models' small operations on about one thread. On a
 single device nothing moves. Members never interact, so each member's numbers are those of the same member trained
 on one device, to float round-off (tests/test_placement.py). The member count must be divisible by the devices used:
@@ -33,6 +33,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+SPLITS = ("members", "batch")   # Trainer.fit's ways to use several devices (the module docstring)
 MEMBER_AXIS = "members"
 BATCH_AXIS = "batch"
 POOL_REENTERING_CALL = re.compile(r"custom_call @(lapack_\w+)")
@@ -100,6 +101,15 @@ def place_members(tree: Any, mesh: Mesh | None) -> Any:
     split = NamedSharding(mesh, PartitionSpec(MEMBER_AXIS))
     return jax.tree_util.tree_map(lambda x: jax.device_put(x, split) if isinstance(x, (jax.Array, np.ndarray))
                                   and np.ndim(x) >= 1 else x, tree)
+
+
+def gather(tree: Any) -> Any:
+    """Every array leaf held by several devices copied whole onto the first of them; other leaves unchanged."""
+    def one(x: Any) -> Any:
+        if not isinstance(x, jax.Array) or len(x.sharding.device_set) == 1:
+            return x
+        return jax.device_put(x, min(x.sharding.device_set, key=lambda d: d.id))
+    return jax.tree_util.tree_map(one, tree)
 
 
 def devices_used(tree: Any) -> int:

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -81,6 +82,19 @@ def restore_run(path: Path, like: dict, header: dict, configs: dict[str, Any] | 
     tree, _ = checkpoint.load(path, {"state": like, "history": hist, "history_metric": midx})
     records = [(int(h[0]), int(h[1]), int(h[2]), stored["metrics"][int(m)], float(h[3])) for h, m in zip(hist, midx)]
     return tree["state"], int(stored["step"]), records, float(stored.get("train_seconds", 0.0))
+
+
+def warn_if_placement_differs(path: Path, header: dict) -> None:
+    """Warn when a run resumes on another number of devices, or another split, than its checkpoint was trained
+    with: it continues, but its numbers then differ from an uninterrupted run's at float round-off
+    (train/placement.py). Checkpoints written before the placement was recorded are not checked."""
+    stored = checkpoint.read_header(path)
+    was = {k: stored[k] for k in ("devices", "split") if k in stored}
+    now = {k: header[k] for k in was}
+    if was != now:
+        warnings.warn(f"resuming {path} with {now}; it was trained with {was}, so its numbers now differ from an "
+                      f"uninterrupted run's at float round-off (MESALAB_HOST_DEVICES={was.get('devices', 1)} and the "
+                      "same split continue it bit for bit)", stacklevel=3)
 
 
 def with_new_defaults(stored: Any, like: Any) -> Any:

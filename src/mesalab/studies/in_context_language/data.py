@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mesalab.config import config, require
+from mesalab.config import concrete, config, require
 from mesalab.tasks import dfa
 from mesalab.tasks.base import Batch, sampler
 
@@ -28,7 +28,9 @@ class PrefixTask:
     def __post_init__(self) -> None:
         require(self, "data", isinstance(self.data, dfa.RegbenchConfig) and self.data.split == "train",
                 "a RegbenchConfig of the training split")
-        if not isinstance(self.n_use, jax.Array | jax.core.Tracer) and getattr(self.n_use, "ndim", 0) == 0:
+        # Plain numbers only: tracers, stacked member arrays and the placeholders jax.jit.lower rebuilds the config
+        # with (placement.py lowers the chunk program) are not checked.
+        if concrete(self.n_use):
             require(self, "n_use", 1 <= float(self.n_use) <= self.data.n_train,
                     f"a number in [1, data.n_train = {self.data.n_train}]")
 
